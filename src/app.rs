@@ -1,0 +1,284 @@
+//! The one place where everything is wired: [`App::build`] loads the store,
+//! keys and policy, builds the Socket.IO layer and the router, and binds the
+//! listener (port 0 works, for tests); [`App::run_until`] serves until a
+//! shutdown future resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use socketioxide::{SocketIo, TransportType};
+use tokio::net::TcpListener;
+
+use crate::auth::{PasswordHasher, TokenKeys, password};
+use crate::config::{Config, Problems, StoreKind, Transport};
+use crate::http::{self, ApiState};
+use crate::policy::Policy;
+use crate::signaling::{self, Hub};
+use crate::store::seed::{Seed, SeedError};
+use crate::store::{EmbeddedStore, MongoStore, Store, StoreError};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Configuration or policy problems (each names the key and the fix).
+    #[error("{0}")]
+    Config(#[from] Problems),
+    /// The seed file is malformed.
+    #[error("seed file: {0}")]
+    Seed(#[from] SeedError),
+    /// The store could not be reached.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound server.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    io: SocketIo,
+    store: Store,
+    keys: Arc<TokenKeys>,
+    seeded_usernames: Vec<String>,
+    shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the store named by the config.
+///
+/// # Errors
+/// A malformed seed or an unreachable MongoDB.
+pub async fn build_store(config: &Config) -> Result<(Store, Vec<String>), BuildError> {
+    match config.store.kind {
+        StoreKind::Embedded => {
+            let path = config.store.seed.clone();
+            if path.as_os_str().is_empty() {
+                return Ok((Store::Embedded(EmbeddedStore::new()), Vec::new()));
+            }
+            let params = password::params(&config.password).map_err(|_| {
+                Problems(vec![crate::config::Problem::new(
+                    "password",
+                    "invalid argon2 parameters",
+                    "use the defaults",
+                )])
+            })?;
+            let seed = Seed::load(&path)?;
+            let usernames = seed.users.iter().map(|u| u.username.to_string()).collect();
+            // Hashing seed passwords costs ~15 ms each: keep it off the runtime threads.
+            let store = tokio::task::spawn_blocking(move || {
+                EmbeddedStore::from_seed(seed, |p| password::hash_blocking(&params, p))
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable("seed loading panicked".into()))?
+            .map_err(|_| StoreError::Unavailable("seed password hashing failed".into()))?;
+            Ok((Store::Embedded(store), usernames))
+        }
+        StoreKind::Mongodb => Ok((
+            Store::Mongo(MongoStore::connect(&config.store.mongodb).await?),
+            Vec::new(),
+        )),
+    }
+}
+
+fn transports(config: &[Transport]) -> Vec<TransportType> {
+    config
+        .iter()
+        .map(|t| match t {
+            Transport::Polling => TransportType::Polling,
+            Transport::Websocket => TransportType::Websocket,
+        })
+        .collect()
+}
+
+impl App {
+    /// Validates `config` and `policy`, builds every part and binds the listener.
+    ///
+    /// # Errors
+    /// Every configuration problem at once, a bad seed, an unreachable store,
+    /// or a port that cannot be bound.
+    pub async fn build(config: Config, policy: Policy) -> Result<Self, BuildError> {
+        let mut problems = config.validate().err().map(|p| p.0).unwrap_or_default();
+        let keys = TokenKeys::from_config(&config.auth, config.environment);
+        if let Err(p) = &keys {
+            problems.extend(
+                p.0.iter()
+                    .filter(|k| !problems.contains(k))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+        }
+        if let Err(p) = policy.validate() {
+            problems.extend(p.0);
+        }
+        if !problems.is_empty() {
+            return Err(Problems(problems).into());
+        }
+        let keys = Arc::new(keys?);
+        if keys.generated_secret() {
+            tracing::warn!(
+                "no JWT secret configured: using a random one; tokens will not survive a restart (set CALLGATE_JWT_SECRET)"
+            );
+        }
+        let hasher = PasswordHasher::new(&config.password).map_err(|_| {
+            Problems(vec![crate::config::Problem::new(
+                "password",
+                "invalid argon2 parameters",
+                "use the defaults",
+            )])
+        })?;
+        let (store, seeded_usernames) = build_store(&config).await?;
+
+        let hub = Arc::new(Hub {
+            store: store.clone(),
+            keys: keys.clone(),
+        });
+        let sio = &config.socketio;
+        let mut builder = SocketIo::builder()
+            .with_state(hub)
+            .ping_interval(Duration::from_secs(sio.ping_interval_secs))
+            .ping_timeout(Duration::from_secs(sio.ping_timeout_secs))
+            .connect_timeout(Duration::from_secs(sio.connect_timeout_secs))
+            .max_payload(sio.max_payload_bytes)
+            .ws_max_message_size(sio.ws_max_message_bytes)
+            .ws_max_frame_size(sio.ws_max_frame_bytes)
+            .max_buffer_size(sio.max_buffer_size);
+        builder = match transports(&sio.transports).as_slice() {
+            [TransportType::Websocket] => builder.transports([TransportType::Websocket]),
+            [TransportType::Polling] => builder.transports([TransportType::Polling]),
+            _ => builder.transports([TransportType::Polling, TransportType::Websocket]),
+        };
+        let (sio_layer, io) = builder.build_layer();
+        signaling::attach(&io);
+
+        let api = ApiState {
+            store: store.clone(),
+            keys: keys.clone(),
+            hasher,
+            io: io.clone(),
+            registration_open: config.auth.registration_open,
+        };
+        let router = http::api_router(api, config.server.body_limit_bytes)
+            .layer(sio_layer)
+            .layer(http::cors(&config.server.allowed_origins))
+            .layer(http::trace_layer());
+
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| BuildError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            router,
+            io,
+            store,
+            keys,
+            seeded_usernames,
+            shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
+        })
+    }
+
+    /// The bound address (the real port when the config asked for port 0).
+    ///
+    /// # Errors
+    /// When the OS cannot report it.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The directory, for tests and tools that arrange data.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The token keys, for tests that mint tokens.
+    pub fn keys(&self) -> &Arc<TokenKeys> {
+        &self.keys
+    }
+
+    /// The Socket.IO server.
+    pub fn io(&self) -> &SocketIo {
+        &self.io
+    }
+
+    /// Usernames loaded from the seed file.
+    pub fn seeded_usernames(&self) -> &[String] {
+        &self.seeded_usernames
+    }
+
+    /// Serves until `shutdown` resolves, then closes every socket and waits
+    /// at most `server.shutdown_grace_secs` for in-flight requests.
+    ///
+    /// # Errors
+    /// When the server fails to accept connections.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let io = self.io.clone();
+        let grace = self.shutdown_grace;
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing sockets");
+            let _ = stopping_tx.send(());
+            io.close().await;
+        };
+        let serve = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            res = serve => res,
+            () = deadline => {
+                tracing::warn!("shutdown grace period over; dropping remaining connections");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The policy named by `--policy`, or the built-in one when no file was named
+/// and `policies/default.toml` is not where the server runs.
+///
+/// # Errors
+/// Every problem in the file.
+pub fn load_policy(path: Option<PathBuf>) -> Result<Policy, Problems> {
+    match path {
+        Some(p) => Policy::load(&p),
+        None => {
+            let default = PathBuf::from("policies/default.toml");
+            if default.is_file() {
+                Policy::load(&default)
+            } else {
+                Policy::builtin()
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! HTTP error responses: `{"error": {"code", "message"}}` with a status per code.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::{ClientError, ErrorCode};
+
+/// A [`ClientError`] on its way out as an HTTP response.
+#[derive(Debug)]
+pub struct ApiError(pub ClientError);
+
+impl<E: Into<ClientError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        Self(e.into())
+    }
+}
+
+/// The status that goes with each code.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::InvalidCredentials => {
+            StatusCode::UNAUTHORIZED
+        }
+        ErrorCode::Forbidden | ErrorCode::RegistrationClosed => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::UsernameTaken
+        | ErrorCode::Offline
+        | ErrorCode::Busy
+        | ErrorCode::Glare
+        | ErrorCode::RoomInUse
+        | ErrorCode::InvalidState => StatusCode::CONFLICT,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": { "code": self.0.code, "message": self.0.message } }));
+        let mut response = (status_of(self.0.code), body).into_response();
+        if matches!(
+            self.0.code,
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired
+        ) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,19 @@
+//! `GET /healthz` (the process serves) and `GET /readyz` (the store answers).
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::error::ApiError;
+
+/// Always 200 while the process serves requests.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 when the directory answers a ping, 500 `internal` otherwise.
+pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    state.store.ping().await?;
+    Ok(Json(json!({ "status": "ready" })))
+}

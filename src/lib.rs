@@ -1,0 +1,23 @@
+//! callgate: a Socket.IO call-signaling server for Jitsi Meet video calls that
+//! trusts nothing a client says about who it is.
+//!
+//! # Layout
+//! - [`config`]: the one typed configuration and its validation.
+//! - [`domain`]: parsed ids, names and passwords (no I/O).
+//! - [`auth`]: JWT issuing and verification, argon2id hashing.
+//! - [`policy`]: the declarative policy files (`policies/*.toml`).
+//! - [`store`]: the directory of users and groups (embedded or MongoDB).
+//! - [`http`]: the HTTP API (axum) and its tower stack.
+//! - [`signaling`]: the Socket.IO handshake, rooms and call events.
+//! - [`error`]: client-visible error codes, and the one mapping to them.
+//! - [`app`]: wiring; the only module that depends on all the others.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod policy;
+pub mod signaling;
+pub mod store;

@@ -1,0 +1,57 @@
+//! Answers to client events: an ack (`{ok: true, ...}` or `{ok: false, error}`)
+//! and, for clients that send no ack, an error event on the sending socket.
+
+use serde_json::{Map, Value, json};
+use socketioxide::extract::{AckSender, SocketRef};
+
+use super::events;
+use crate::error::ClientError;
+
+/// Which error event a failure is reported with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Call events: `videoCallFailed {code, message, callId?, roomName?, receiverId?}`.
+    Call,
+    /// Other events: `error {code, message, event}`.
+    General,
+}
+
+/// Sends `{ok: true, ...fields}` as the ack.
+pub fn ok(ack: AckSender, fields: Map<String, Value>) {
+    let mut body = Map::with_capacity(fields.len() + 1);
+    body.insert("ok".into(), Value::Bool(true));
+    body.extend(fields);
+    // A client that asked for no ack gets none; a closed socket is not an error here.
+    let _ = ack.send(&Value::Object(body));
+}
+
+/// Reports `error` by ack and by event on the sending socket. `context`
+/// carries extra fields for the event and ack (e.g. `callId`, `existingCallId`).
+pub fn fail(
+    socket: &SocketRef,
+    ack: AckSender,
+    event: &'static str,
+    channel: Channel,
+    error: &ClientError,
+    context: Map<String, Value>,
+) {
+    let mut ack_body =
+        json!({ "ok": false, "error": { "code": error.code, "message": error.message } });
+    if let Some(obj) = ack_body.as_object_mut() {
+        obj.extend(context.clone());
+    }
+    let _ = ack.send(&ack_body);
+
+    let mut body = Map::new();
+    body.insert("code".into(), json!(error.code));
+    body.insert("message".into(), json!(error.message));
+    body.extend(context);
+    let name = match channel {
+        Channel::Call => events::VIDEO_CALL_FAILED,
+        Channel::General => {
+            body.insert("event".into(), json!(event));
+            events::ERROR
+        }
+    };
+    let _ = socket.emit(name, &Value::Object(body));
+}

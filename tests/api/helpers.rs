@@ -1,0 +1,378 @@
+//! The test harness: the real server on port 0 with fresh state per test, real
+//! tokens, real argon2 hashes, and a real Socket.IO client (rust_socketio).
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use callgate::app::App;
+use callgate::config::{Config, Overrides};
+use callgate::domain::{DisplayName, GroupId, GroupName, UserId, Username};
+use callgate::policy::Policy;
+use callgate::store::{Group, NewGroup, NewUser, Store, User};
+use futures_util::FutureExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rust_socketio::asynchronous::{Client, ClientBuilder};
+use rust_socketio::{Event, Payload, TransportType};
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use tokio::sync::{mpsc, oneshot};
+
+/// The HS256 secret every test server uses.
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+/// The password every seeded user has.
+pub const PASSWORD: &str = "correct horse battery";
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure something does not happen.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+/// A running server with handles to arrange data and mint tokens.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub store: Store,
+    pub io: SocketIo,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The configuration tests start from: defaults, port 0, the test secret.
+pub fn test_config() -> Config {
+    let env = vec![("CALLGATE_JWT_SECRET".to_string(), SECRET.to_string())];
+    let mut config = Config::load_from(None, &Overrides::default(), &env).expect("defaults load");
+    config.server.listen = "127.0.0.1:0".parse().expect("addr");
+    config
+}
+
+/// One real argon2id hash of [`PASSWORD`], made once per test binary.
+pub fn password_hash() -> String {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let params = callgate::auth::password::params(&test_config().password).expect("params");
+        callgate::auth::password::hash_blocking(&params, PASSWORD).expect("hash")
+    })
+    .clone()
+}
+
+impl TestServer {
+    /// A server with the default test configuration and policy.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A server whose configuration `tweak` may change first.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_with_policy(tweak, |_| {}).await
+    }
+
+    /// A server with both configuration and policy tweaked.
+    pub async fn spawn_with_policy(
+        tweak: impl FnOnce(&mut Config),
+        tweak_policy: impl FnOnce(&mut Policy),
+    ) -> Self {
+        let mut config = test_config();
+        tweak(&mut config);
+        let mut policy = Policy::builtin().expect("policy");
+        tweak_policy(&mut policy);
+        let app = App::build(config, policy).await.expect("server builds");
+        let addr = app.local_addr().expect("addr");
+        let store = app.store().clone();
+        let io = app.io().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            store,
+            io,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Creates a user with [`PASSWORD`].
+    pub async fn seed_user(&self, username: &str) -> User {
+        self.store
+            .create_user(NewUser {
+                username: Username::parse(username).expect("username"),
+                display_name: DisplayName::parse(&format!("{username} display")).expect("name"),
+                password_hash: password_hash(),
+            })
+            .await
+            .expect("user created")
+    }
+
+    /// Creates a group owned by `owner` with `members`.
+    pub async fn seed_group(&self, name: &str, owner: &User, members: &[&User]) -> Group {
+        self.store
+            .create_group(NewGroup {
+                name: GroupName::parse(name).expect("name"),
+                owner: owner.id.clone(),
+                members: members.iter().map(|u| u.id.clone()).collect(),
+            })
+            .await
+            .expect("group created")
+    }
+
+    /// A valid token for `user`, minted like the server's own.
+    pub fn token(&self, user: &User) -> String {
+        mint(&claims_for(&user.id, 3600), SECRET)
+    }
+
+    /// Connects `user` with a fresh valid token.
+    pub async fn connect(&self, user: &User) -> TestClient {
+        TestClient::connect(self, Some(&self.token(user)))
+            .await
+            .expect("connects")
+    }
+
+    /// POSTs JSON, returning status and body.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    /// GETs, returning status and body.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    /// DELETEs, returning status and body.
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.delete(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    /// The ids of the users whose sockets are in the group's room.
+    pub fn users_in_group_room(&self, group: &GroupId) -> Vec<UserId> {
+        let room = callgate::signaling::rooms::group_room(group);
+        let mut users: Vec<UserId> = self
+            .io
+            .within(room)
+            .sockets()
+            .into_iter()
+            .filter_map(|s| s.extensions.get::<callgate::signaling::session::Session>())
+            .map(|s| s.user_id)
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+}
+
+async fn read(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Standard claims for `user`, valid for `ttl` seconds.
+pub fn claims_for(user: &UserId, ttl: i64) -> Value {
+    let now = now() as i64;
+    json!({
+        "sub": user.as_str(), "name": "x", "iat": now, "nbf": now, "exp": now + ttl,
+        "iss": "callgate", "aud": "callgate", "jti": uuid::Uuid::new_v4().to_string(),
+    })
+}
+
+/// Signs `claims` with HS256 and `secret`.
+pub fn mint(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// A real Socket.IO client that records every event it receives.
+pub struct TestClient {
+    pub client: Client,
+    events: mpsc::UnboundedReceiver<(String, Value)>,
+    /// Events read past by `next` while looking for another name.
+    backlog: Vec<(String, Value)>,
+}
+
+fn first_value(payload: Payload) -> Value {
+    match payload {
+        Payload::Text(mut values) if !values.is_empty() => values.swap_remove(0),
+        Payload::Text(_) => Value::Null,
+        #[allow(deprecated)]
+        Payload::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        Payload::Binary(_) => Value::Null,
+    }
+}
+
+impl TestClient {
+    /// Connects over websocket with `token` in the auth payload. `Err` carries
+    /// the `connect_error` message.
+    pub async fn connect(server: &TestServer, token: Option<&str>) -> Result<Self, String> {
+        Self::connect_with(
+            server,
+            token.map(|t| json!({ "token": t })),
+            TransportType::Websocket,
+            None,
+        )
+        .await
+    }
+
+    /// Connects with an explicit auth payload, transport and Authorization header.
+    pub async fn connect_with(
+        server: &TestServer,
+        auth: Option<Value>,
+        transport: TransportType,
+        bearer: Option<&str>,
+    ) -> Result<Self, String> {
+        let (tx, rx) = mpsc::unbounded_channel::<(String, Value)>();
+        let (status_tx, mut status_rx) = mpsc::unbounded_channel::<Result<(), String>>();
+        let tx_any = tx.clone();
+        let tx_err = tx.clone();
+        let status_ok = status_tx.clone();
+        let mut builder = ClientBuilder::new(server.url("/"))
+            .transport_type(transport)
+            .reconnect(false)
+            .on_any(move |event, payload, _| {
+                let _ = tx_any.send((event.to_string(), first_value(payload)));
+                async {}.boxed()
+            })
+            .on(Event::Connect, move |_, _| {
+                let _ = status_ok.send(Ok(()));
+                async {}.boxed()
+            })
+            .on(Event::Error, move |payload, _| {
+                let value = first_value(payload);
+                if let Some(text) = value.as_str()
+                    && let Some(rest) = text.strip_prefix("Received an ConnectError frame: ")
+                {
+                    let message = serde_json::from_str::<Value>(rest)
+                        .ok()
+                        .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
+                        .unwrap_or_else(|| rest.to_string());
+                    let _ = status_tx.send(Err(message));
+                } else {
+                    let _ = tx_err.send(("error".to_string(), value));
+                }
+                async {}.boxed()
+            });
+        if let Some(auth) = auth {
+            builder = builder.auth(auth);
+        }
+        if let Some(token) = bearer {
+            builder = builder.opening_header("Authorization", format!("Bearer {token}").as_str());
+        }
+        let client = builder
+            .connect()
+            .await
+            .map_err(|e| format!("transport: {e}"))?;
+        match tokio::time::timeout(WAIT, status_rx.recv()).await {
+            Ok(Some(Ok(()))) => Ok(Self {
+                client,
+                events: rx,
+                backlog: Vec::new(),
+            }),
+            Ok(Some(Err(message))) => {
+                let _ = client.disconnect().await;
+                Err(message)
+            }
+            _ => {
+                let _ = client.disconnect().await;
+                Err("no answer to CONNECT".into())
+            }
+        }
+    }
+
+    /// Emits with an ack and waits for it.
+    pub async fn emit_ack(&self, event: &str, payload: Value) -> Value {
+        let (tx, rx) = oneshot::channel::<Value>();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        self.client
+            .emit_with_ack(event, payload, WAIT, move |p, _| {
+                if let Some(tx) = tx.lock().expect("lock").take() {
+                    let _ = tx.send(first_value(p));
+                }
+                async {}.boxed()
+            })
+            .await
+            .expect("emit");
+        tokio::time::timeout(WAIT, rx)
+            .await
+            .expect("ack in time")
+            .expect("ack")
+    }
+
+    /// Emits without an ack.
+    pub async fn emit(&self, event: &str, payload: Value) {
+        self.client.emit(event, payload).await.expect("emit");
+    }
+
+    /// The next event named `name` (others are kept for later calls).
+    pub async fn next(&mut self, name: &str) -> Value {
+        if let Some(i) = self.backlog.iter().position(|(n, _)| n == name) {
+            return self.backlog.remove(i).1;
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some((n, v))) if n == name => return v,
+                Ok(Some(other)) => self.backlog.push(other),
+                Ok(None) => panic!("client closed while waiting for {name}"),
+                Err(_) => panic!(
+                    "no {name} event within {WAIT:?}; received meanwhile: {:?}",
+                    self.backlog
+                ),
+            }
+        }
+    }
+
+    /// Every event received within `QUIET` (and any kept earlier).
+    pub async fn drain(&mut self) -> Vec<(String, Value)> {
+        let mut out = std::mem::take(&mut self.backlog);
+        let deadline = tokio::time::Instant::now() + QUIET;
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            out.push(e);
+        }
+        out
+    }
+
+    /// Asserts that nothing at all arrives within `QUIET`.
+    pub async fn assert_silent(&mut self, who: &str) {
+        let got = self.drain().await;
+        assert!(got.is_empty(), "{who} received {got:?}");
+    }
+
+    pub async fn disconnect(self) {
+        let _ = self.client.disconnect().await;
+    }
+}
