@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use socketioxide::{SocketIo, TransportType};
 use tokio::net::TcpListener;
 
@@ -50,6 +51,7 @@ pub struct App {
     io: SocketIo,
     store: Store,
     keys: Arc<TokenKeys>,
+    hub: Arc<Hub>,
     seeded_usernames: Vec<String>,
     shutdown_grace: Duration,
 }
@@ -146,13 +148,10 @@ impl App {
         })?;
         let (store, seeded_usernames) = build_store(&config).await?;
 
-        let hub = Arc::new(Hub {
-            store: store.clone(),
-            keys: keys.clone(),
-        });
+        let hub = Arc::new(Hub::new(store.clone(), keys.clone(), policy.calls.clone()));
         let sio = &config.socketio;
         let mut builder = SocketIo::builder()
-            .with_state(hub)
+            .with_state(hub.clone())
             .ping_interval(Duration::from_secs(sio.ping_interval_secs))
             .ping_timeout(Duration::from_secs(sio.ping_timeout_secs))
             .connect_timeout(Duration::from_secs(sio.connect_timeout_secs))
@@ -190,6 +189,7 @@ impl App {
             io,
             store,
             keys,
+            hub,
             seeded_usernames,
             shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
         })
@@ -211,6 +211,11 @@ impl App {
     /// The token keys, for tests that mint tokens.
     pub fn keys(&self) -> &Arc<TokenKeys> {
         &self.keys
+    }
+
+    /// The signaling hub (call registry), for tests that inspect it.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// The Socket.IO server.
@@ -241,8 +246,15 @@ impl App {
             let _ = stopping_tx.send(());
             io.close().await;
         };
+        // Signaling is small messages both ways: Nagle's algorithm plus delayed
+        // ACKs would add tens of milliseconds to each reply.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(
-            self.listener,
+            listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )

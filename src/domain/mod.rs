@@ -1,6 +1,9 @@
 //! Pure domain types: identifiers, names and secrets that can only be built by
 //! parsing, so a value that exists is a value that is valid. No I/O here.
+//!
+//! [`call`] holds the call state machine's data.
 
+pub mod call;
 mod ids;
 mod names;
 

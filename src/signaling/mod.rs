@@ -1,13 +1,15 @@
 //! Socket.IO signaling: the handshake ([`session`]), rooms ([`rooms`]), event
 //! names ([`events`]), payload reading ([`payload`]) and replies ([`reply`]).
 
+pub mod calls;
 pub mod events;
 pub mod payload;
+pub mod registry;
 pub mod reply;
 pub mod rooms;
 pub mod session;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 use socketioxide::SocketIo;
@@ -16,7 +18,9 @@ use socketioxide::handler::ConnectHandler;
 
 use crate::auth::TokenKeys;
 use crate::error::ClientError;
+use crate::policy::CallPolicy;
 use crate::store::Store;
+use registry::Registry;
 
 /// What every signaling handler shares (socketioxide state).
 #[derive(Debug)]
@@ -25,6 +29,32 @@ pub struct Hub {
     pub store: Store,
     /// Token verification.
     pub keys: Arc<TokenKeys>,
+    /// Every live call. A `std::sync::Mutex`: each transition is a short
+    /// check-and-set with no `.await` inside (see [`Hub::with_calls`]).
+    calls: Mutex<Registry>,
+}
+
+impl Hub {
+    /// A hub with an empty call registry under `policy`.
+    pub fn new(store: Store, keys: Arc<TokenKeys>, policy: CallPolicy) -> Self {
+        Self {
+            store,
+            keys,
+            calls: Mutex::new(Registry::new(policy)),
+        }
+    }
+
+    /// Runs `f` with the registry locked. `f` is synchronous, so the lock can
+    /// never be held across an `.await`. A poisoned lock (a panic inside a
+    /// transition) is recovered: every transition leaves the registry whole
+    /// before it can fail.
+    pub fn with_calls<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        let mut guard = self
+            .calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
 }
 
 /// Registers the default namespace with its handshake middleware.
@@ -34,10 +64,14 @@ pub fn attach(io: &SocketIo) {
 
 /// Runs after the handshake was accepted and CONNECT was sent. Handlers are
 /// already registered by then (see [`session`]).
-async fn on_connect(socket: SocketRef) {
+async fn on_connect(
+    socket: SocketRef,
+    socketioxide::extract::State(hub): socketioxide::extract::State<Arc<Hub>>,
+) {
     if let Ok(s) = session::current(&socket) {
         tracing::debug!(user_id = %s.user_id, "socket connected");
     }
+    calls::on_connected(&socket, &hub);
 }
 
 /// Registers every event handler on a socket that passed the handshake.
@@ -47,6 +81,15 @@ pub(crate) fn register_handlers(socket: &SocketRef) {
     socket.on(events::JOIN_GROUP, rooms::join_group_event);
     socket.on(events::LEAVE_GROUP, rooms::leave_group_event);
     socket.on(events::GROUP_CREATED, rooms::group_created);
+    socket.on(events::INITIATE_VIDEO_CALL, calls::initiate_video_call);
+    socket.on(
+        events::INITIATE_GROUP_VIDEO_CALL,
+        calls::initiate_group_video_call,
+    );
+    socket.on(events::ACCEPT_VIDEO_CALL, calls::accept_video_call);
+    socket.on(events::REJECT_VIDEO_CALL, calls::reject_video_call);
+    socket.on(events::END_VIDEO_CALL, calls::end_video_call);
+    socket.on_disconnect(calls::on_disconnect);
     socket.on_fallback(unknown_event);
 }
 

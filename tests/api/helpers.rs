@@ -31,6 +31,7 @@ pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub store: Store,
     pub io: SocketIo,
+    pub hub: Arc<callgate::signaling::Hub>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -85,6 +86,7 @@ impl TestServer {
         let addr = app.local_addr().expect("addr");
         let store = app.store().clone();
         let io = app.io().clone();
+        let hub = app.hub().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
@@ -93,6 +95,7 @@ impl TestServer {
             addr,
             store,
             io,
+            hub,
             http: reqwest::Client::new(),
             stop: Some(stop),
         }
@@ -163,6 +166,11 @@ impl TestServer {
             req = req.bearer_auth(t);
         }
         read(req.send().await.expect("request")).await
+    }
+
+    /// Sizes of every call-registry index: (calls, rooms, users, groups, epochs).
+    pub fn registry_sizes(&self) -> (usize, usize, usize, usize, usize) {
+        self.hub.with_calls(|c| c.index_sizes())
     }
 
     /// The ids of the users whose sockets are in the group's room.
@@ -320,7 +328,12 @@ impl TestClient {
         self.client
             .emit_with_ack(event, payload, WAIT, move |p, _| {
                 if let Some(tx) = tx.lock().expect("lock").take() {
-                    let _ = tx.send(first_value(p));
+                    // Ack arguments arrive as one array: `[{ok, ...}]`.
+                    let value = match first_value(p) {
+                        Value::Array(mut args) if args.len() == 1 => args.swap_remove(0),
+                        other => other,
+                    };
+                    let _ = tx.send(value);
                 }
                 async {}.boxed()
             })

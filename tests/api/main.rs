@@ -9,6 +9,7 @@
     dead_code
 )]
 
+mod calls;
 mod docs;
 mod handshake;
 mod helpers;

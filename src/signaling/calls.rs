@@ -1,0 +1,488 @@
+//! The call events: `initiateVideoCall`, `initiateGroupVideoCall`,
+//! `acceptVideoCall`, `rejectVideoCall`, `endVideoCall`, plus presence hooks
+//! (connect, disconnect) and timers.
+//!
+//! Handlers are thin: parse the payload, ask the directory (async, no lock
+//! held), then run one registry transition under the lock, then deliver what
+//! it returned. Names, ids and timestamps in outgoing events always come from
+//! the directory and the server, never from the sender's payload.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::socket::DisconnectReason;
+
+use super::registry::{Emit, Outcome, Refusal, Timer, To, Transition};
+use super::reply::{self, Channel};
+use super::{Hub, events, payload, rooms, session};
+use crate::domain::call::Party;
+use crate::domain::{CallId, GroupId, ParseError, RoomName, UserId};
+use crate::error::{ClientError, ErrorCode};
+use crate::policy::OneToOne;
+
+/// Longest value accepted in a field callgate ignores (names, timestamps the
+/// seed frontend sends but the server does not trust).
+const MAX_IGNORED_FIELD: usize = 256;
+
+/// Fields the seed frontend sends that callgate ignores; still type- and
+/// length-checked so a payload cannot carry megabytes under a known name.
+const IGNORED_TEXT_FIELDS: [&str; 5] = [
+    "callerName",
+    "receiverName",
+    "groupName",
+    "timestamp",
+    "callerSocketId",
+];
+
+fn check_ignored_fields(map: &Map<String, Value>) -> Result<(), ClientError> {
+    for field in IGNORED_TEXT_FIELDS {
+        match map.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.len() <= MAX_IGNORED_FIELD => {}
+            Some(Value::String(_)) => return Err(ClientError::bad_field(field, "is too long")),
+            Some(_) => return Err(ClientError::bad_field(field, "must be a string")),
+        }
+    }
+    payload::flag(map, "isGroupCall")?;
+    Ok(())
+}
+
+/// The payload as an object; no payload at all counts as `{}`.
+fn object_or_empty(
+    data: Result<Value, impl std::fmt::Debug>,
+) -> Result<Map<String, Value>, ClientError> {
+    match data {
+        Ok(Value::Null) => Ok(Map::new()),
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Array(items)) if items.is_empty() => Ok(Map::new()),
+        _ => Err(ClientError::bad_field("payload", "must be an object")),
+    }
+}
+
+/// Records a parsed field in the failure context (never a raw value).
+fn remember<T: serde::Serialize>(ctx: &mut Map<String, Value>, key: &str, value: &Option<T>) {
+    if let Some(v) = value {
+        ctx.insert(key.into(), json!(v));
+    }
+}
+
+fn parse_field<T>(
+    map: &Map<String, Value>,
+    field: &'static str,
+    parse: fn(&str) -> Result<T, ParseError>,
+) -> Result<Option<T>, ClientError> {
+    payload::optional(map, field, parse)
+}
+
+fn me_party(s: &session::Session) -> Party {
+    Party {
+        id: s.user_id.clone(),
+        name: s.display_name.clone(),
+    }
+}
+
+fn forbidden_attempt(user: &UserId, event: &'static str, reason: &'static str) -> ClientError {
+    tracing::warn!(user_id = %user, event, reason, "forbidden attempt");
+    ClientError::with_message(ErrorCode::Forbidden, "you can only act as yourself")
+}
+
+/// Delivers a transition's events and starts its timers.
+pub async fn apply(io: &SocketIo, hub: &Arc<Hub>, outcome: Outcome) {
+    deliver(io, outcome.emits).await;
+    for (after, timer) in outcome.timers {
+        spawn_timer(io.clone(), hub.clone(), after, timer);
+    }
+}
+
+async fn deliver(io: &SocketIo, emits: Vec<Emit>) {
+    for emit in emits {
+        match emit.to {
+            To::User(user) => {
+                if let Err(e) = io
+                    .to(rooms::user_room(&user))
+                    .emit(emit.event, &emit.payload)
+                    .await
+                {
+                    tracing::debug!(error = %e, event = emit.event, "broadcast failed");
+                }
+            }
+            To::UserExcept(user, sid) => {
+                for socket in io.within(rooms::user_room(&user)).sockets() {
+                    if socket.id != sid {
+                        let _ = socket.emit(emit.event, &emit.payload);
+                    }
+                }
+            }
+            To::Socket(sid) => {
+                if let Some(socket) = io.get_socket(sid) {
+                    let _ = socket.emit(emit.event, &emit.payload);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `user` has a connected socket on this node.
+pub fn is_online(io: &SocketIo, user: &UserId) -> bool {
+    !io.within(rooms::user_room(user)).sockets().is_empty()
+}
+
+fn spawn_timer(io: SocketIo, hub: Arc<Hub>, after: std::time::Duration, timer: Timer) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let online = timer.user().is_some_and(|u| is_online(&io, u));
+        let outcome = hub.with_calls(|calls| calls.fire(&timer, online));
+        apply(&io, &hub, outcome).await;
+    });
+}
+
+/// Answers the sender and delivers the outcome.
+async fn conclude(
+    socket: &SocketRef,
+    ack: AckSender,
+    io: &SocketIo,
+    hub: &Arc<Hub>,
+    event: &'static str,
+    result: Transition,
+    mut ctx: Map<String, Value>,
+) {
+    match result {
+        Ok(mut outcome) => {
+            reply::ok(ack, std::mem::take(&mut outcome.ack));
+            apply(io, hub, outcome).await;
+        }
+        Err(refusal) => {
+            ctx.extend(refusal.context);
+            reply::fail(socket, ack, event, Channel::Call, &refusal.error, ctx);
+        }
+    }
+}
+
+/// `initiateVideoCall({receiverId, roomName?, callerId?, ...})`.
+pub async fn initiate_video_call(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    io: SocketIo,
+    State(hub): State<Arc<Hub>>,
+) {
+    let mut ctx = Map::new();
+    let result = initiate_direct(&socket, data, &io, &hub, &mut ctx).await;
+    conclude(
+        &socket,
+        ack,
+        &io,
+        &hub,
+        events::INITIATE_VIDEO_CALL,
+        result,
+        ctx,
+    )
+    .await;
+}
+
+async fn initiate_direct(
+    socket: &SocketRef,
+    data: Result<Value, impl std::fmt::Debug>,
+    io: &SocketIo,
+    hub: &Arc<Hub>,
+    ctx: &mut Map<String, Value>,
+) -> Transition {
+    let me = session::current(socket)?;
+    let map = object_or_empty(data)?;
+    let receiver = parse_field(&map, "receiverId", UserId::parse)?;
+    remember(ctx, "receiverId", &receiver);
+    let room = parse_field(&map, "roomName", RoomName::parse)?;
+    remember(ctx, "roomName", &room);
+    let claimed = parse_field(&map, "callerId", UserId::parse)?;
+    check_ignored_fields(&map)?;
+    let receiver = receiver.ok_or_else(|| ClientError::bad_field("receiverId", "is required"))?;
+    if claimed.is_some_and(|c| c != me.user_id) {
+        return Err(forbidden_attempt(
+            &me.user_id,
+            events::INITIATE_VIDEO_CALL,
+            "spoofed_caller_id",
+        )
+        .into());
+    }
+    if receiver == me.user_id {
+        return Err(ClientError::bad_field("receiverId", "must not be yourself").into());
+    }
+    let callee = hub
+        .store
+        .user(&receiver)
+        .await
+        .map_err(ClientError::from)?
+        .ok_or(ErrorCode::NotFound)?;
+    let one_to_one = hub.with_calls(|calls| calls.policy().one_to_one);
+    if one_to_one == OneToOne::SharedGroup {
+        let mine: HashSet<GroupId> = hub
+            .store
+            .groups_of(&me.user_id)
+            .await
+            .map_err(ClientError::from)?
+            .into_iter()
+            .map(|g| g.id)
+            .collect();
+        let theirs = hub
+            .store
+            .groups_of(&callee.id)
+            .await
+            .map_err(ClientError::from)?;
+        if !theirs.iter().any(|g| mine.contains(&g.id)) {
+            return Err(ClientError::with_message(
+                ErrorCode::Forbidden,
+                "you can only call people you share a group with",
+            )
+            .into());
+        }
+    }
+    if !is_online(io, &callee.id) {
+        return Err(ErrorCode::Offline.into());
+    }
+    let callee = Party {
+        id: callee.id,
+        name: callee.display_name,
+    };
+    hub.with_calls(|calls| calls.initiate_direct(me_party(&me), callee, room, socket.id))
+}
+
+/// `initiateGroupVideoCall({groupId, roomName?})`.
+pub async fn initiate_group_video_call(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    io: SocketIo,
+    State(hub): State<Arc<Hub>>,
+) {
+    let mut ctx = Map::new();
+    let result = initiate_group(&socket, data, &hub, &mut ctx).await;
+    conclude(
+        &socket,
+        ack,
+        &io,
+        &hub,
+        events::INITIATE_GROUP_VIDEO_CALL,
+        result,
+        ctx,
+    )
+    .await;
+}
+
+async fn initiate_group(
+    socket: &SocketRef,
+    data: Result<Value, impl std::fmt::Debug>,
+    hub: &Arc<Hub>,
+    ctx: &mut Map<String, Value>,
+) -> Transition {
+    let me = session::current(socket)?;
+    let map = object_or_empty(data)?;
+    let group = parse_field(&map, "groupId", GroupId::parse)?;
+    remember(ctx, "groupId", &group);
+    let room = parse_field(&map, "roomName", RoomName::parse)?;
+    remember(ctx, "roomName", &room);
+    let claimed = parse_field(&map, "callerId", UserId::parse)?;
+    check_ignored_fields(&map)?;
+    let group = group.ok_or_else(|| ClientError::bad_field("groupId", "is required"))?;
+    if claimed.is_some_and(|c| c != me.user_id) {
+        return Err(forbidden_attempt(
+            &me.user_id,
+            events::INITIATE_GROUP_VIDEO_CALL,
+            "spoofed_caller_id",
+        )
+        .into());
+    }
+    let group = match hub.store.group(&group).await.map_err(ClientError::from)? {
+        Some(g) if g.has_member(&me.user_id) => g,
+        _ => {
+            tracing::warn!(user_id = %me.user_id, event = events::INITIATE_GROUP_VIDEO_CALL, reason = "not_a_member", "forbidden attempt");
+            return Err(ErrorCode::NotFound.into());
+        }
+    };
+    let max = hub.with_calls(|calls| calls.policy().max_group_invitees);
+    let others: Vec<UserId> = group
+        .members
+        .iter()
+        .filter(|m| **m != me.user_id)
+        .cloned()
+        .collect();
+    if others.len() > max {
+        return Err(ClientError::with_message(
+            ErrorCode::Forbidden,
+            "the group has more members than a group call may ring",
+        )
+        .into());
+    }
+    let mut invitees = Vec::with_capacity(others.len());
+    for id in others {
+        // Members the directory no longer knows are skipped.
+        if let Some(user) = hub.store.user(&id).await.map_err(ClientError::from)? {
+            invitees.push(Party {
+                id: user.id,
+                name: user.display_name,
+            });
+        }
+    }
+    hub.with_calls(|calls| {
+        calls.initiate_group(
+            me_party(&me),
+            (group.id, group.name),
+            invitees,
+            room,
+            socket.id,
+        )
+    })
+}
+
+/// What accept, reject and end carry: which call, and `endForAll`.
+struct CallRef {
+    call_id: Option<CallId>,
+    room: Option<RoomName>,
+    end_for_all: bool,
+}
+
+fn parse_call_ref(
+    data: Result<Value, impl std::fmt::Debug>,
+    ctx: &mut Map<String, Value>,
+) -> Result<CallRef, ClientError> {
+    let map = object_or_empty(data)?;
+    let call_id = parse_field(&map, "callId", CallId::parse)?;
+    remember(ctx, "callId", &call_id);
+    let room = parse_field(&map, "roomName", RoomName::parse)?;
+    remember(ctx, "roomName", &room);
+    // Ids the seed echoes back are checked for shape and otherwise ignored:
+    // the call itself says who its parties are.
+    for field in ["callerId", "receiverId", "groupId"] {
+        parse_field(&map, field, UserId::parse)?;
+    }
+    check_ignored_fields(&map)?;
+    let end_for_all = payload::flag(&map, "endForAll")?;
+    Ok(CallRef {
+        call_id,
+        room,
+        end_for_all,
+    })
+}
+
+/// Which call-control transition to run.
+#[derive(Clone, Copy)]
+enum Control {
+    Accept,
+    Reject,
+    End,
+}
+
+async fn control(
+    socket: SocketRef,
+    data: Result<Value, impl std::fmt::Debug>,
+    ack: AckSender,
+    io: SocketIo,
+    hub: Arc<Hub>,
+    which: Control,
+) {
+    let event = match which {
+        Control::Accept => events::ACCEPT_VIDEO_CALL,
+        Control::Reject => events::REJECT_VIDEO_CALL,
+        Control::End => events::END_VIDEO_CALL,
+    };
+    let mut ctx = Map::new();
+    let result = (|| -> Transition {
+        let me = session::current(&socket)?;
+        let r = parse_call_ref(data, &mut ctx)?;
+        let me = me_party(&me);
+        hub.with_calls(|calls| {
+            let id = calls.find(&me.id, r.call_id, r.room.as_ref())?;
+            match which {
+                Control::Accept => calls.accept(&me, id, socket.id),
+                Control::Reject => calls.reject(&me, id, socket.id),
+                Control::End => calls.end(&me, id, r.end_for_all, socket.id),
+            }
+        })
+    })();
+    if let Err(Refusal { error, .. }) = &result
+        && error.code == ErrorCode::NotFound
+        && let Ok(s) = session::current(&socket)
+    {
+        tracing::warn!(user_id = %s.user_id, event, reason = "unknown_or_foreign_call", "refused call control");
+    }
+    conclude(&socket, ack, &io, &hub, event, result, ctx).await;
+}
+
+/// `acceptVideoCall({callId? | roomName?})`.
+pub async fn accept_video_call(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    io: SocketIo,
+    State(hub): State<Arc<Hub>>,
+) {
+    control(socket, data, ack, io, hub, Control::Accept).await;
+}
+
+/// `rejectVideoCall({callId? | roomName?})`.
+pub async fn reject_video_call(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    io: SocketIo,
+    State(hub): State<Arc<Hub>>,
+) {
+    control(socket, data, ack, io, hub, Control::Reject).await;
+}
+
+/// `endVideoCall({callId? | roomName?, endForAll?})`.
+pub async fn end_video_call(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    io: SocketIo,
+    State(hub): State<Arc<Hub>>,
+) {
+    control(socket, data, ack, io, hub, Control::End).await;
+}
+
+/// After the handshake: a user with live calls gets `activeVideoCalls`, and
+/// pending grace timers for them stand down.
+pub fn on_connected(socket: &SocketRef, hub: &Arc<Hub>) {
+    let Ok(me) = session::current(socket) else {
+        return;
+    };
+    let calls = hub.with_calls(|calls| calls.user_connected(&me.user_id));
+    if !calls.is_empty() {
+        let _ = socket.emit(events::ACTIVE_VIDEO_CALLS, &calls);
+    }
+}
+
+/// A socket went away: if it was the user's last, their calls' grace timers start.
+pub async fn on_disconnect(
+    socket: SocketRef,
+    io: SocketIo,
+    reason: DisconnectReason,
+    State(hub): State<Arc<Hub>>,
+) {
+    let Some(me) = socket.extensions.get::<session::Session>() else {
+        return;
+    };
+    tracing::debug!(user_id = %me.user_id, ?reason, "socket disconnected");
+    // The disconnecting socket is still in its rooms while this runs.
+    let others = io
+        .within(rooms::user_room(&me.user_id))
+        .sockets()
+        .into_iter()
+        .filter(|s| s.id != socket.id)
+        .count();
+    if others == 0 {
+        let timers = hub.with_calls(|calls| calls.user_went_offline(&me.user_id));
+        apply(
+            &io,
+            &hub,
+            Outcome {
+                timers,
+                ..Outcome::default()
+            },
+        )
+        .await;
+    }
+}
