@@ -533,13 +533,23 @@ impl Registry {
         Ok(out)
     }
 
+    /// The call if `user` is a party to it; `not_found` otherwise (checked here
+    /// as well as in [`Registry::find`], so no transition can touch a call of
+    /// someone else's whatever path leads to it).
+    fn party_call_mut(&mut self, id: CallId, user: &UserId) -> Result<&mut Call, Refusal> {
+        match self.calls.get_mut(&id) {
+            Some(call) if call.involves(user) => Ok(call),
+            _ => Err(ErrorCode::NotFound.into()),
+        }
+    }
+
     /// `acceptVideoCall` by `user` from socket `sender`.
     ///
     /// # Errors
     /// `not_found`, `forbidden` (the caller accepting a direct call),
     /// `invalid_state`.
     pub fn accept(&mut self, user: &Party, id: CallId, sender: Sid) -> Transition {
-        let call = self.calls.get_mut(&id).ok_or(ErrorCode::NotFound)?;
+        let call = self.party_call_mut(id, &user.id)?;
         let was_ringing = call.state == CallState::Ringing;
         let mut emits = Vec::new();
         match &mut call.target {
@@ -619,7 +629,7 @@ impl Registry {
     /// # Errors
     /// `not_found`, `forbidden` (the caller), `invalid_state` (not ringing for them).
     pub fn reject(&mut self, user: &Party, id: CallId, sender: Sid) -> Transition {
-        let call = self.calls.get_mut(&id).ok_or(ErrorCode::NotFound)?;
+        let call = self.party_call_mut(id, &user.id)?;
         if call.caller.id == user.id {
             return Err(ClientError::with_message(
                 ErrorCode::Forbidden,
@@ -680,7 +690,7 @@ impl Registry {
     /// `not_found`, `forbidden` (`endForAll` by anyone but the caller),
     /// `invalid_state` (not in the call).
     pub fn end(&mut self, user: &Party, id: CallId, end_for_all: bool, sender: Sid) -> Transition {
-        let call = self.calls.get(&id).ok_or(ErrorCode::NotFound)?;
+        let call = &*self.party_call_mut(id, &user.id)?;
         let is_caller = call.caller.id == user.id;
         match &call.target {
             CallTarget::Direct { callee } => {

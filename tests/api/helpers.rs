@@ -323,6 +323,17 @@ impl TestClient {
 
     /// Emits with an ack and waits for it.
     pub async fn emit_ack(&self, event: &str, payload: Value) -> Value {
+        self.emit_ack_payload(event, Payload::Text(vec![payload]))
+            .await
+    }
+
+    /// Emits an event with no argument at all (`["event"]`) and an ack.
+    pub async fn emit_ack_bare(&self, event: &str) -> Value {
+        self.emit_ack_payload(event, Payload::Text(Vec::new()))
+            .await
+    }
+
+    async fn emit_ack_payload(&self, event: &str, payload: Payload) -> Value {
         let (tx, rx) = oneshot::channel::<Value>();
         let tx = Arc::new(Mutex::new(Some(tx)));
         self.client

@@ -9,6 +9,7 @@
     dead_code
 )]
 
+mod attacks;
 mod calls;
 mod docs;
 mod handshake;

@@ -158,3 +158,63 @@ export function claims(user, ttl = 3600) {
   const now = Math.floor(Date.now() / 1000);
   return { sub: user.id, name: user.displayName, iat: now, nbf: now, exp: now + ttl, iss: "callgate", aud: "callgate", jti: randomUUID() };
 }
+
+// ---------------------------------------------------------------------------
+// Helpers shared by the seed-replay and attack suites.
+
+/** How long to wait when asserting that something does NOT arrive. */
+export const SETTLE_MS = 250;
+
+/** A server-issued callId: a hyphenated lowercase UUID. */
+export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Server → client events about calls: a bystander must never see one. */
+export const CALL_EVENTS = [
+  "incomingVideoCall",
+  "videoCallAccepted",
+  "videoCallRejected",
+  "videoCallEnded",
+  "videoCallRinging",
+  "videoCallMissed",
+  "groupCallParticipantJoined",
+  "groupCallParticipantDeclined",
+  "groupCallParticipantLeft",
+  "activeVideoCalls",
+];
+
+/** Server → client events that report a refusal to the sending socket. */
+export const FAILURE_EVENTS = ["error", "videoCallFailed"];
+
+/** The call events among what a recording socket received (optionally since index `from`). */
+export function callEvents(socket, from = 0) {
+  return socket.received.slice(from).filter((e) => CALL_EVENTS.includes(e.event));
+}
+
+/** Event names a recording socket received since index `from`. */
+export function eventNames(socket, from = 0) {
+  return socket.received.slice(from).map((e) => e.event);
+}
+
+/**
+ * Remembers how much each recording socket has received; the returned
+ * function resolves, after SETTLE_MS, to what each received since, by index.
+ */
+export function mark(sockets) {
+  const from = sockets.map((s) => s.received.length);
+  return async () => {
+    await sleep(SETTLE_MS);
+    return sockets.map((s, i) => s.received.slice(from[i]));
+  };
+}
+
+/** Resolves to the next `event` on each socket, in order (listeners attach at once). */
+export function nextOnEach(sockets, event, ms = WAIT_MS) {
+  return Promise.all(sockets.map((s) => next(s, event, ms)));
+}
+
+/** Which event a refused client event is reported with on the sending socket. */
+export function failureEventFor(event) {
+  return ["initiateVideoCall", "initiateGroupVideoCall", "acceptVideoCall", "rejectVideoCall", "endVideoCall"].includes(event)
+    ? "videoCallFailed"
+    : "error";
+}
