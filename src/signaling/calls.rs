@@ -10,72 +10,19 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 
+use super::payload::{InitiateDirect, InitiateGroup};
 use super::registry::{Emit, Outcome, Refusal, Timer, To, Transition};
 use super::reply::{self, Channel};
 use super::{Hub, events, payload, rooms, session};
 use crate::domain::call::Party;
-use crate::domain::{CallId, GroupId, ParseError, RoomName, UserId};
+use crate::domain::{GroupId, UserId};
 use crate::error::{ClientError, ErrorCode};
 use crate::policy::OneToOne;
-
-/// Longest value accepted in a field callgate ignores (names, timestamps the
-/// seed frontend sends but the server does not trust).
-const MAX_IGNORED_FIELD: usize = 256;
-
-/// Fields the seed frontend sends that callgate ignores; still type- and
-/// length-checked so a payload cannot carry megabytes under a known name.
-const IGNORED_TEXT_FIELDS: [&str; 5] = [
-    "callerName",
-    "receiverName",
-    "groupName",
-    "timestamp",
-    "callerSocketId",
-];
-
-fn check_ignored_fields(map: &Map<String, Value>) -> Result<(), ClientError> {
-    for field in IGNORED_TEXT_FIELDS {
-        match map.get(field) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s.len() <= MAX_IGNORED_FIELD => {}
-            Some(Value::String(_)) => return Err(ClientError::bad_field(field, "is too long")),
-            Some(_) => return Err(ClientError::bad_field(field, "must be a string")),
-        }
-    }
-    payload::flag(map, "isGroupCall")?;
-    Ok(())
-}
-
-/// The payload as an object; no payload at all counts as `{}`.
-fn object_or_empty(
-    data: Result<Value, impl std::fmt::Debug>,
-) -> Result<Map<String, Value>, ClientError> {
-    match data {
-        Ok(Value::Null) => Ok(Map::new()),
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(Value::Array(items)) if items.is_empty() => Ok(Map::new()),
-        _ => Err(ClientError::bad_field("payload", "must be an object")),
-    }
-}
-
-/// Records a parsed field in the failure context (never a raw value).
-fn remember<T: serde::Serialize>(ctx: &mut Map<String, Value>, key: &str, value: &Option<T>) {
-    if let Some(v) = value {
-        ctx.insert(key.into(), json!(v));
-    }
-}
-
-fn parse_field<T>(
-    map: &Map<String, Value>,
-    field: &'static str,
-    parse: fn(&str) -> Result<T, ParseError>,
-) -> Result<Option<T>, ClientError> {
-    payload::optional(map, field, parse)
-}
 
 fn me_party(s: &session::Session) -> Party {
     Party {
@@ -185,21 +132,18 @@ pub async fn initiate_video_call(
 
 async fn initiate_direct(
     socket: &SocketRef,
-    data: Result<Value, impl std::fmt::Debug>,
+    data: Result<Value, impl std::fmt::Display>,
     io: &SocketIo,
     hub: &Arc<Hub>,
     ctx: &mut Map<String, Value>,
 ) -> Transition {
     let me = session::current(socket)?;
-    let map = object_or_empty(data)?;
-    let receiver = parse_field(&map, "receiverId", UserId::parse)?;
-    remember(ctx, "receiverId", &receiver);
-    let room = parse_field(&map, "roomName", RoomName::parse)?;
-    remember(ctx, "roomName", &room);
-    let claimed = parse_field(&map, "callerId", UserId::parse)?;
-    check_ignored_fields(&map)?;
-    let receiver = receiver.ok_or_else(|| ClientError::bad_field("receiverId", "is required"))?;
-    if claimed.is_some_and(|c| c != me.user_id) {
+    let InitiateDirect {
+        receiver,
+        room,
+        claimed_caller,
+    } = payload::initiate_direct(data, ctx)?;
+    if claimed_caller.is_some_and(|c| c != me.user_id) {
         return Err(forbidden_attempt(
             &me.user_id,
             events::INITIATE_VIDEO_CALL,
@@ -273,20 +217,17 @@ pub async fn initiate_group_video_call(
 
 async fn initiate_group(
     socket: &SocketRef,
-    data: Result<Value, impl std::fmt::Debug>,
+    data: Result<Value, impl std::fmt::Display>,
     hub: &Arc<Hub>,
     ctx: &mut Map<String, Value>,
 ) -> Transition {
     let me = session::current(socket)?;
-    let map = object_or_empty(data)?;
-    let group = parse_field(&map, "groupId", GroupId::parse)?;
-    remember(ctx, "groupId", &group);
-    let room = parse_field(&map, "roomName", RoomName::parse)?;
-    remember(ctx, "roomName", &room);
-    let claimed = parse_field(&map, "callerId", UserId::parse)?;
-    check_ignored_fields(&map)?;
-    let group = group.ok_or_else(|| ClientError::bad_field("groupId", "is required"))?;
-    if claimed.is_some_and(|c| c != me.user_id) {
+    let InitiateGroup {
+        group,
+        room,
+        claimed_caller,
+    } = payload::initiate_group(data, ctx)?;
+    if claimed_caller.is_some_and(|c| c != me.user_id) {
         return Err(forbidden_attempt(
             &me.user_id,
             events::INITIATE_GROUP_VIDEO_CALL,
@@ -336,36 +277,6 @@ async fn initiate_group(
     })
 }
 
-/// What accept, reject and end carry: which call, and `endForAll`.
-struct CallRef {
-    call_id: Option<CallId>,
-    room: Option<RoomName>,
-    end_for_all: bool,
-}
-
-fn parse_call_ref(
-    data: Result<Value, impl std::fmt::Debug>,
-    ctx: &mut Map<String, Value>,
-) -> Result<CallRef, ClientError> {
-    let map = object_or_empty(data)?;
-    let call_id = parse_field(&map, "callId", CallId::parse)?;
-    remember(ctx, "callId", &call_id);
-    let room = parse_field(&map, "roomName", RoomName::parse)?;
-    remember(ctx, "roomName", &room);
-    // Ids the seed echoes back are checked for shape and otherwise ignored:
-    // the call itself says who its parties are.
-    for field in ["callerId", "receiverId", "groupId"] {
-        parse_field(&map, field, UserId::parse)?;
-    }
-    check_ignored_fields(&map)?;
-    let end_for_all = payload::flag(&map, "endForAll")?;
-    Ok(CallRef {
-        call_id,
-        room,
-        end_for_all,
-    })
-}
-
 /// Which call-control transition to run.
 #[derive(Clone, Copy)]
 enum Control {
@@ -376,7 +287,7 @@ enum Control {
 
 async fn control(
     socket: SocketRef,
-    data: Result<Value, impl std::fmt::Debug>,
+    data: Result<Value, impl std::fmt::Display>,
     ack: AckSender,
     io: SocketIo,
     hub: Arc<Hub>,
@@ -390,7 +301,7 @@ async fn control(
     let mut ctx = Map::new();
     let result = (|| -> Transition {
         let me = session::current(&socket)?;
-        let r = parse_call_ref(data, &mut ctx)?;
+        let r = payload::call_ref(data, &mut ctx)?;
         let me = me_party(&me);
         hub.with_calls(|calls| {
             let id = calls.find(&me.id, r.call_id, r.room.as_ref())?;

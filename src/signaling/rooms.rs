@@ -76,10 +76,7 @@ pub async fn user_online(
 ) {
     let result = async {
         let me = session::current(&socket)?;
-        let claimed = match data.unwrap_or(Value::Null) {
-            Value::Null => None,
-            ref v => Some(payload::bare_or_field(v, "userId", UserId::parse)?),
-        };
+        let claimed = payload::own_user_id(data)?;
         must_be_self(claimed, &me.user_id, events::USER_ONLINE)?;
         let groups = hub.store.groups_of(&me.user_id).await?;
         let wanted: HashSet<String> = groups.iter().map(|g| group_room(&g.id)).collect();
@@ -105,10 +102,7 @@ pub async fn user_online(
 pub async fn join_video_room(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
     let result = (|| {
         let me = session::current(&socket)?;
-        let claimed = match data.unwrap_or(Value::Null) {
-            Value::Null => None,
-            ref v => Some(payload::bare_or_field(v, "userId", UserId::parse)?),
-        };
+        let claimed = payload::own_user_id(data)?;
         must_be_self(claimed, &me.user_id, events::JOIN_VIDEO_ROOM)
     })();
     match result {
@@ -127,7 +121,7 @@ pub async fn join_group_event(
 ) {
     let result = async {
         let me = session::current(&socket)?;
-        let group = payload::bare_or_field(&data.unwrap_or(Value::Null), "groupId", GroupId::parse)?;
+        let group = payload::group_id(data)?;
         match hub.store.group(&group).await? {
             Some(g) if g.has_member(&me.user_id) => {
                 socket.join(group_room(&group));
@@ -150,7 +144,7 @@ pub async fn join_group_event(
 pub async fn leave_group_event(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
     let result = (|| {
         session::current(&socket)?;
-        payload::bare_or_field(&data.unwrap_or(Value::Null), "groupId", GroupId::parse)
+        payload::group_id(data)
     })();
     match result {
         Ok(group) => {
@@ -172,7 +166,7 @@ pub async fn group_created(
 ) {
     let result = async {
         let me = session::current(&socket)?;
-        let group = payload::bare_or_field(&data.unwrap_or(Value::Null), "groupId", GroupId::parse)?;
+        let group = payload::group_id(data)?;
         match hub.store.group(&group).await? {
             Some(g) if g.has_member(&me.user_id) => {
                 for member in &g.members {
