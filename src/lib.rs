@@ -7,6 +7,7 @@
 //! - [`auth`]: JWT issuing and verification, argon2id hashing.
 //! - [`policy`]: the declarative policy files (`policies/*.toml`).
 //! - [`store`]: the directory of users and groups (embedded or MongoDB).
+//! - [`limits`]: rate limiters and connection caps.
 //! - [`http`]: the HTTP API (axum) and its tower stack.
 //! - [`signaling`]: the Socket.IO handshake, rooms and call events.
 //! - [`error`]: client-visible error codes, and the one mapping to them.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod policy;
 pub mod signaling;
 pub mod store;

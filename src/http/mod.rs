@@ -4,6 +4,7 @@
 //! `/healthz`, `/readyz`. Every error is `{"error": {"code", "message"}}`.
 
 pub mod auth;
+pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod groups;

@@ -16,6 +16,69 @@ pub const DEFAULT_POLICY_TOML: &str = include_str!("../../policies/default.toml"
 pub struct Policy {
     /// Call rules.
     pub calls: CallPolicy,
+    /// Rate limits.
+    pub rate_limits: RateLimitPolicy,
+    /// Connection caps.
+    pub connections: ConnectionPolicy,
+}
+
+/// One rate: `burst` at once, then one every `60 / per_minute` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Sustained events per minute.
+    pub per_minute: u32,
+    /// Events allowed at once.
+    pub burst: u32,
+}
+
+/// `[rate_limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    /// initiate events, per user.
+    pub call_initiate: Rate,
+    /// accept, reject, end, per user.
+    pub call_control: Rate,
+    /// room events, per user.
+    pub rooms: Rate,
+    /// Socket.IO handshakes, per IP.
+    pub handshake_per_ip: Rate,
+    /// Logins, per IP.
+    pub login_per_ip: Rate,
+    /// Logins, per username.
+    pub login_per_username: Rate,
+    /// Registrations, per IP.
+    pub register_per_ip: Rate,
+    /// Consecutive refused events before a socket is disconnected (0: never).
+    pub disconnect_after: u32,
+}
+
+impl RateLimitPolicy {
+    /// Every rate with its key, for validation.
+    pub fn rates(&self) -> [(&'static str, Rate); 7] {
+        [
+            ("rate_limits.call_initiate", self.call_initiate),
+            ("rate_limits.call_control", self.call_control),
+            ("rate_limits.rooms", self.rooms),
+            ("rate_limits.handshake_per_ip", self.handshake_per_ip),
+            ("rate_limits.login_per_ip", self.login_per_ip),
+            ("rate_limits.login_per_username", self.login_per_username),
+            ("rate_limits.register_per_ip", self.register_per_ip),
+        ]
+    }
+}
+
+/// `[connections]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPolicy {
+    /// Sockets per user.
+    pub max_per_user: usize,
+    /// Sockets per client IP.
+    pub max_per_ip: usize,
+    /// Sockets in total.
+    pub max_total: usize,
 }
 
 /// `[calls]`.

@@ -1,0 +1,418 @@
+//! Abuse limits: keyed rate limiters (governor) and connection caps.
+//!
+//! Limits are checked before any directory lookup or relay. The keyed
+//! limiters would keep ~70 bytes per key forever, so a background task
+//! ([`Limits::spawn_cleanup`]) forgets keys whose bucket is full again.
+//! Connection slots are RAII guards: dropping one (when its socket is
+//! dropped) frees the slot, whatever path the socket took out.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::domain::{UserId, Username};
+use crate::policy::{ConnectionPolicy, Rate, RateLimitPolicy};
+
+/// What a limited request must wait before trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub Duration);
+
+impl RetryAfter {
+    /// Milliseconds, rounded up, at least 1.
+    pub fn as_millis(self) -> u64 {
+        u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Whole seconds, rounded up, at least 1 (for `Retry-After`).
+    pub fn as_secs_ceil(self) -> u64 {
+        self.as_millis().div_ceil(1000).max(1)
+    }
+}
+
+/// Per-user Socket.IO event classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventClass {
+    /// initiate events.
+    CallInitiate,
+    /// accept, reject, end.
+    CallControl,
+    /// room events.
+    Rooms,
+}
+
+fn quota(rate: Rate) -> Quota {
+    let per_minute = NonZeroU32::new(rate.per_minute).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(per_minute).allow_burst(burst)
+}
+
+fn check<K: Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), RetryAfter> {
+    limiter
+        .check_key(key)
+        .map_err(|not_until| RetryAfter(not_until.wait_time_from(DefaultClock::default().now())))
+}
+
+/// The keyed limiters of one policy.
+#[derive(Debug)]
+pub struct RateLimiters {
+    call_initiate: DefaultKeyedRateLimiter<UserId>,
+    call_control: DefaultKeyedRateLimiter<UserId>,
+    rooms: DefaultKeyedRateLimiter<UserId>,
+    handshake_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    login_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    login_per_username: DefaultKeyedRateLimiter<Username>,
+    register_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    disconnect_after: u32,
+}
+
+impl RateLimiters {
+    /// Fresh limiters for `policy`.
+    pub fn new(policy: &RateLimitPolicy) -> Self {
+        Self {
+            call_initiate: RateLimiter::keyed(quota(policy.call_initiate)),
+            call_control: RateLimiter::keyed(quota(policy.call_control)),
+            rooms: RateLimiter::keyed(quota(policy.rooms)),
+            handshake_per_ip: RateLimiter::keyed(quota(policy.handshake_per_ip)),
+            login_per_ip: RateLimiter::keyed(quota(policy.login_per_ip)),
+            login_per_username: RateLimiter::keyed(quota(policy.login_per_username)),
+            register_per_ip: RateLimiter::keyed(quota(policy.register_per_ip)),
+            disconnect_after: policy.disconnect_after,
+        }
+    }
+
+    /// A Socket.IO event of `class` by `user`.
+    ///
+    /// # Errors
+    /// How long to wait when limited.
+    pub fn event(&self, class: EventClass, user: &UserId) -> Result<(), RetryAfter> {
+        let limiter = match class {
+            EventClass::CallInitiate => &self.call_initiate,
+            EventClass::CallControl => &self.call_control,
+            EventClass::Rooms => &self.rooms,
+        };
+        check(limiter, user)
+    }
+
+    /// A Socket.IO handshake from `ip`.
+    ///
+    /// # Errors
+    /// How long to wait when limited.
+    pub fn handshake(&self, ip: IpAddr) -> Result<(), RetryAfter> {
+        check(&self.handshake_per_ip, &ip)
+    }
+
+    /// A login from `ip` for `username` (when it parses). Both buckets are
+    /// charged, so one cannot be drained through the other.
+    ///
+    /// # Errors
+    /// The longer wait when limited.
+    pub fn login(&self, ip: IpAddr, username: Option<&Username>) -> Result<(), RetryAfter> {
+        let by_ip = check(&self.login_per_ip, &ip);
+        let by_name = username.map_or(Ok(()), |u| check(&self.login_per_username, u));
+        match (by_ip, by_name) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(a), Err(b)) => Err(a.max_with(b)),
+            (Err(a), _) | (_, Err(a)) => Err(a),
+        }
+    }
+
+    /// A registration from `ip`.
+    ///
+    /// # Errors
+    /// How long to wait when limited.
+    pub fn register(&self, ip: IpAddr) -> Result<(), RetryAfter> {
+        check(&self.register_per_ip, &ip)
+    }
+
+    /// Consecutive refused events before a socket is disconnected (0: never).
+    pub fn disconnect_after(&self) -> u32 {
+        self.disconnect_after
+    }
+
+    /// Forgets keys whose buckets are full again and returns the memory.
+    pub fn retain_recent(&self) {
+        self.call_initiate.retain_recent();
+        self.call_control.retain_recent();
+        self.rooms.retain_recent();
+        self.handshake_per_ip.retain_recent();
+        self.login_per_ip.retain_recent();
+        self.login_per_username.retain_recent();
+        self.register_per_ip.retain_recent();
+        self.call_initiate.shrink_to_fit();
+        self.call_control.shrink_to_fit();
+        self.rooms.shrink_to_fit();
+        self.handshake_per_ip.shrink_to_fit();
+        self.login_per_ip.shrink_to_fit();
+        self.login_per_username.shrink_to_fit();
+        self.register_per_ip.shrink_to_fit();
+    }
+
+    /// Keys held across every limiter.
+    pub fn len(&self) -> usize {
+        self.call_initiate.len()
+            + self.call_control.len()
+            + self.rooms.len()
+            + self.handshake_per_ip.len()
+            + self.login_per_ip.len()
+            + self.login_per_username.len()
+            + self.register_per_ip.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl RetryAfter {
+    fn max_with(self, other: Self) -> Self {
+        Self(self.0.max(other.0))
+    }
+}
+
+/// Why a connection was refused a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapExceeded {
+    /// `connections.max_per_user`.
+    PerUser,
+    /// `connections.max_per_ip`.
+    PerIp,
+    /// `connections.max_total`.
+    Total,
+}
+
+impl CapExceeded {
+    /// A label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PerUser => "per_user",
+            Self::PerIp => "per_ip",
+            Self::Total => "total",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    per_user: HashMap<UserId, usize>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Live connection counts, per user, per IP and in total.
+#[derive(Debug, Default)]
+pub struct Connections {
+    counts: Mutex<Counts>,
+    total: AtomicUsize,
+}
+
+/// A held connection slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Slot {
+    owner: Arc<Connections>,
+    user: UserId,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.owner.release(&self.user, self.ip);
+    }
+}
+
+fn decrement<K: Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl Connections {
+    /// Takes a slot for `user` from `ip` if every cap allows it.
+    ///
+    /// # Errors
+    /// Which cap is full.
+    pub fn acquire(
+        self: &Arc<Self>,
+        user: &UserId,
+        ip: IpAddr,
+        caps: &ConnectionPolicy,
+    ) -> Result<Slot, CapExceeded> {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.total.load(Ordering::Relaxed) >= caps.max_total {
+            return Err(CapExceeded::Total);
+        }
+        if counts.per_user.get(user).copied().unwrap_or(0) >= caps.max_per_user {
+            return Err(CapExceeded::PerUser);
+        }
+        if counts.per_ip.get(&ip).copied().unwrap_or(0) >= caps.max_per_ip {
+            return Err(CapExceeded::PerIp);
+        }
+        *counts.per_user.entry(user.clone()).or_insert(0) += 1;
+        *counts.per_ip.entry(ip).or_insert(0) += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            owner: self.clone(),
+            user: user.clone(),
+            ip,
+        })
+    }
+
+    fn release(&self, user: &UserId, ip: IpAddr) {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        decrement(&mut counts.per_user, user);
+        decrement(&mut counts.per_ip, &ip);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Connections held now.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// The limits in force: swapped whole when the policy is reloaded.
+#[derive(Debug)]
+pub struct Limits {
+    rates: RwLock<Arc<RateLimiters>>,
+    caps: RwLock<ConnectionPolicy>,
+    /// Live connection counts (kept across policy reloads).
+    pub connections: Arc<Connections>,
+}
+
+impl Limits {
+    /// Limits for a policy.
+    pub fn new(rates: &RateLimitPolicy, caps: ConnectionPolicy) -> Self {
+        Self {
+            rates: RwLock::new(Arc::new(RateLimiters::new(rates))),
+            caps: RwLock::new(caps),
+            connections: Arc::new(Connections::default()),
+        }
+    }
+
+    /// The current rate limiters.
+    pub fn rates(&self) -> Arc<RateLimiters> {
+        self.rates
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current connection caps.
+    pub fn caps(&self) -> ConnectionPolicy {
+        *self
+            .caps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Installs a new policy's limits (fresh buckets; connection counts stay).
+    pub fn replace(&self, rates: &RateLimitPolicy, caps: ConnectionPolicy) {
+        *self
+            .rates
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Arc::new(RateLimiters::new(rates));
+        *self
+            .caps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = caps;
+    }
+
+    /// Every `period`, forgets limiter keys whose buckets are full again.
+    pub fn spawn_cleanup(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
+        let limits = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(limits) = limits.upgrade() else {
+                    break;
+                };
+                limits.rates().retain_recent();
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rates(per_minute: u32, burst: u32) -> RateLimitPolicy {
+        let r = Rate { per_minute, burst };
+        RateLimitPolicy {
+            call_initiate: r,
+            call_control: r,
+            rooms: r,
+            handshake_per_ip: r,
+            login_per_ip: r,
+            login_per_username: r,
+            register_per_ip: r,
+            disconnect_after: 0,
+        }
+    }
+
+    #[test]
+    fn a_burst_passes_then_the_next_waits() {
+        let limiters = RateLimiters::new(&rates(60, 3));
+        let user = UserId::parse("u").expect("id");
+        for _ in 0..3 {
+            assert!(limiters.event(EventClass::Rooms, &user).is_ok());
+        }
+        let wait = limiters
+            .event(EventClass::Rooms, &user)
+            .expect_err("limited");
+        assert!(
+            wait.0 <= Duration::from_secs(1) && wait.as_millis() >= 1,
+            "{wait:?}"
+        );
+        assert!(
+            limiters.event(EventClass::CallControl, &user).is_ok(),
+            "classes are separate"
+        );
+    }
+
+    #[test]
+    fn slots_are_capped_and_freed_on_drop() {
+        let conns = Arc::new(Connections::default());
+        let caps = ConnectionPolicy {
+            max_per_user: 2,
+            max_per_ip: 3,
+            max_total: 4,
+        };
+        let a = UserId::parse("a").expect("id");
+        let b = UserId::parse("b").expect("id");
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        let s1 = conns.acquire(&a, ip, &caps).expect("1");
+        let _s2 = conns.acquire(&a, ip, &caps).expect("2");
+        assert_eq!(
+            conns.acquire(&a, ip, &caps).err(),
+            Some(CapExceeded::PerUser)
+        );
+        let _s3 = conns.acquire(&b, ip, &caps).expect("3");
+        assert_eq!(conns.acquire(&b, ip, &caps).err(), Some(CapExceeded::PerIp));
+        drop(s1);
+        assert_eq!(conns.total(), 2);
+        assert!(conns.acquire(&a, ip, &caps).is_ok());
+    }
+}
