@@ -16,11 +16,16 @@ use tokio::net::TcpListener;
 
 use crate::auth::{PasswordHasher, TokenKeys, password};
 use crate::config::{Config, Problems, StoreKind, Transport};
+use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, ApiState};
+use crate::limits::Limits;
 use crate::policy::Policy;
 use crate::signaling::{self, Hub};
 use crate::store::seed::{Seed, SeedError};
 use crate::store::{EmbeddedStore, MongoStore, Store, StoreError};
+
+/// How often idle rate-limiter keys are forgotten.
+const LIMITER_CLEANUP_PERIOD: Duration = Duration::from_secs(60);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +153,17 @@ impl App {
         })?;
         let (store, seeded_usernames) = build_store(&config).await?;
 
-        let hub = Arc::new(Hub::new(store.clone(), keys.clone(), policy.calls.clone()));
+        let trusted_proxies =
+            TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default();
+        let limits = Arc::new(Limits::new(&policy.rate_limits, policy.connections));
+        limits.spawn_cleanup(LIMITER_CLEANUP_PERIOD);
+        let hub = Arc::new(Hub::new(
+            store.clone(),
+            keys.clone(),
+            limits.clone(),
+            trusted_proxies.clone(),
+            policy.calls.clone(),
+        ));
         let sio = &config.socketio;
         let mut builder = SocketIo::builder()
             .with_state(hub.clone())
@@ -173,6 +188,8 @@ impl App {
             hasher,
             io: io.clone(),
             registration_open: config.auth.registration_open,
+            limits,
+            trusted_proxies,
         };
         let router = http::api_router(api, config.server.body_limit_bytes)
             .layer(sio_layer)

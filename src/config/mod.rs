@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Grace period for in-flight work at shutdown.
     pub shutdown_grace_secs: u64,
+    /// Proxies whose forwarding headers are believed (CIDRs or addresses).
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[log]`.
@@ -612,6 +614,13 @@ impl Config {
                 "server.body_limit_bytes",
                 "must be 1024 to 1048576",
                 "use the default 16384",
+            );
+        }
+        if crate::http::client_ip::TrustedProxies::parse(&self.server.trusted_proxies).is_err() {
+            bad(
+                "server.trusted_proxies",
+                "holds an entry that is not a CIDR or an IP address",
+                "write entries like \"10.0.0.0/8\" or \"192.0.2.10\"",
             );
         }
         for origin in &self.server.allowed_origins {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::ApiState;
 use super::error::ApiError;
-use super::extract::{CurrentUser, JsonObject};
+use super::extract::{ClientIp, CurrentUser, JsonObject};
 use crate::domain::{DisplayName, Password, Username};
 use crate::error::{ClientError, ErrorCode};
 use crate::store::{NewUser, User};
@@ -44,8 +44,13 @@ fn password_field(body: &JsonObject) -> Result<Password, ClientError> {
 #[tracing::instrument(skip_all)]
 pub async fn register(
     State(state): State<ApiState>,
+    ClientIp(ip): ClientIp,
     body: JsonObject,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
+    state.limits.rates().register(ip).map_err(|wait| {
+        tracing::warn!(%ip, route = "register", "rate limited");
+        ApiError::rate_limited(wait)
+    })?;
     if !state.registration_open {
         return Err(ClientError::new(ErrorCode::RegistrationClosed).into());
     }
@@ -68,17 +73,50 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(session(&state, user)?)))
 }
 
+/// A parsed login body.
+#[derive(Debug)]
+pub struct LoginRequest {
+    /// The username; `None` when it cannot be a valid one (answered exactly
+    /// like an unknown user).
+    pub username: Option<Username>,
+    /// The password; `None` when it breaks the length rule (likewise).
+    pub password: Option<Password>,
+}
+
+impl LoginRequest {
+    /// Reads `{username, password}`: both must be strings.
+    ///
+    /// # Errors
+    /// `bad_request` when a field is missing or not a string.
+    pub fn parse(body: &JsonObject) -> Result<Self, ClientError> {
+        Ok(Self {
+            username: body.field("username", |s| Ok::<_, &str>(Username::parse(s).ok()))?,
+            password: body.field("password", |s| {
+                Ok::<_, &str>(Password::parse(s.to_string()).ok())
+            })?,
+        })
+    }
+}
+
 /// Logs a user in. An unknown username and a wrong password give the same
 /// answer, byte for byte, after the same work.
 #[tracing::instrument(skip_all)]
 pub async fn login(
     State(state): State<ApiState>,
+    ClientIp(ip): ClientIp,
     body: JsonObject,
 ) -> Result<Json<Session>, ApiError> {
     let invalid = || ClientError::new(ErrorCode::InvalidCredentials);
-    // A malformed username cannot exist: answer like an unknown one.
-    let username = body.field("username", |s| Ok::<_, &str>(Username::parse(s).ok()))?;
-    let password = password_field(&body).map_err(|_| invalid())?;
+    let LoginRequest { username, password } = LoginRequest::parse(&body)?;
+    state
+        .limits
+        .rates()
+        .login(ip, username.as_ref())
+        .map_err(|wait| {
+            tracing::warn!(%ip, route = "login", "rate limited");
+            ApiError::rate_limited(wait)
+        })?;
+    let password = password.ok_or_else(invalid)?;
     let credentials = match &username {
         Some(u) => state.store.credentials(u).await?,
         None => None,
@@ -94,7 +132,7 @@ pub async fn login(
             Ok(Json(session(&state, user)?))
         }
         _ => {
-            tracing::info!(reason = "invalid_credentials", "login failed");
+            tracing::info!(reason = "invalid_credentials", %ip, "login failed");
             Err(invalid().into())
         }
     }

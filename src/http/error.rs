@@ -6,14 +6,22 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::error::{ClientError, ErrorCode};
+use crate::limits::RetryAfter;
 
 /// A [`ClientError`] on its way out as an HTTP response.
 #[derive(Debug)]
-pub struct ApiError(pub ClientError);
+pub struct ApiError(pub ClientError, pub Option<RetryAfter>);
 
 impl<E: Into<ClientError>> From<E> for ApiError {
     fn from(e: E) -> Self {
-        Self(e.into())
+        Self(e.into(), None)
+    }
+}
+
+impl ApiError {
+    /// 429 `rate_limited` with `Retry-After`.
+    pub fn rate_limited(wait: RetryAfter) -> Self {
+        Self(ClientError::new(ErrorCode::RateLimited), Some(wait))
     }
 }
 
@@ -50,6 +58,12 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if let Some(wait) = self.1 {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(wait.as_secs_ceil()),
             );
         }
         response

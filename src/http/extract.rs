@@ -47,6 +47,33 @@ where
     }
 }
 
+/// The client's address, through trusted proxies (see [`super::client_ip`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl<S> FromRequestParts<S> for ClientIp
+where
+    ApiState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = ApiState::from_ref(state);
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| {
+                c.0.ip()
+            });
+        Ok(Self(super::client_ip::client_ip(
+            peer,
+            &parts.headers,
+            &state.trusted_proxies,
+        )))
+    }
+}
+
 /// A JSON object body (size-capped by the router's body limit).
 #[derive(Debug)]
 pub struct JsonObject(pub Map<String, Value>);
@@ -62,23 +89,29 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                 ClientError::with_message(ErrorCode::BadRequest, "the body could not be read")
             }
         })?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(ClientError::with_message(
-                ErrorCode::BadRequest,
-                "the body must be a JSON object",
-            )
-            .into()),
-            Err(_) => Err(ClientError::with_message(
-                ErrorCode::BadRequest,
-                "the body is not valid JSON",
-            )
-            .into()),
-        }
+        Ok(Self::from_bytes(&bytes)?)
     }
 }
 
 impl JsonObject {
+    /// Parses a body that must be one JSON object.
+    ///
+    /// # Errors
+    /// `bad_request` when it is not valid JSON or not an object.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ClientError> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(_) => Err(ClientError::with_message(
+                ErrorCode::BadRequest,
+                "the body must be a JSON object",
+            )),
+            Err(_) => Err(ClientError::with_message(
+                ErrorCode::BadRequest,
+                "the body is not valid JSON",
+            )),
+        }
+    }
+
     /// The string field `name`, parsed with `parse`.
     ///
     /// # Errors

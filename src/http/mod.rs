@@ -23,6 +23,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::{PasswordHasher, TokenKeys};
 use crate::error::{ClientError, ErrorCode};
+use crate::limits::Limits;
 use crate::store::Store;
 use error::ApiError;
 
@@ -39,6 +40,10 @@ pub struct ApiState {
     pub io: SocketIo,
     /// `auth.registration_open`.
     pub registration_open: bool,
+    /// Rate limits.
+    pub limits: Arc<Limits>,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: client_ip::TrustedProxies,
 }
 
 /// How long an API request may take before 408.

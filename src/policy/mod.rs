@@ -223,6 +223,9 @@ mod tests {
         }
         assert!(seen >= 1);
         assert!(Policy::builtin().is_ok());
+        // The JavaScript suite's relaxed policy must stay valid too.
+        let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/policy.toml");
+        Policy::load(&js).unwrap_or_else(|p| panic!("{}: {p}", js.display()));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::{Hub, events, payload, rooms, session};
 use crate::domain::call::Party;
 use crate::domain::{GroupId, UserId};
 use crate::error::{ClientError, ErrorCode};
+use crate::limits::EventClass;
 use crate::policy::OneToOne;
 
 fn me_party(s: &session::Session) -> Party {
@@ -98,8 +99,11 @@ async fn conclude(
 ) {
     match result {
         Ok(mut outcome) => {
-            reply::ok(ack, std::mem::take(&mut outcome.ack));
+            // Deliver first: when the sender holds its ack, everyone the
+            // transition concerns has been sent their event.
+            let body = std::mem::take(&mut outcome.ack);
             apply(io, hub, outcome).await;
+            reply::ok(ack, body);
         }
         Err(refusal) => {
             ctx.extend(refusal.context);
@@ -116,8 +120,19 @@ pub async fn initiate_video_call(
     io: SocketIo,
     State(hub): State<Arc<Hub>>,
 ) {
+    let me = match session::admit(
+        &socket,
+        &hub,
+        EventClass::CallInitiate,
+        events::INITIATE_VIDEO_CALL,
+    ) {
+        Ok(me) => me,
+        Err(refused) => {
+            return refused.reply(socket, ack, events::INITIATE_VIDEO_CALL, Channel::Call);
+        }
+    };
     let mut ctx = Map::new();
-    let result = initiate_direct(&socket, data, &io, &hub, &mut ctx).await;
+    let result = initiate_direct(&socket, me, data, &io, &hub, &mut ctx).await;
     conclude(
         &socket,
         ack,
@@ -132,12 +147,12 @@ pub async fn initiate_video_call(
 
 async fn initiate_direct(
     socket: &SocketRef,
+    me: session::Session,
     data: Result<Value, impl std::fmt::Display>,
     io: &SocketIo,
     hub: &Arc<Hub>,
     ctx: &mut Map<String, Value>,
 ) -> Transition {
-    let me = session::current(socket)?;
     let InitiateDirect {
         receiver,
         room,
@@ -201,8 +216,24 @@ pub async fn initiate_group_video_call(
     io: SocketIo,
     State(hub): State<Arc<Hub>>,
 ) {
+    let me = match session::admit(
+        &socket,
+        &hub,
+        EventClass::CallInitiate,
+        events::INITIATE_GROUP_VIDEO_CALL,
+    ) {
+        Ok(me) => me,
+        Err(refused) => {
+            return refused.reply(
+                socket,
+                ack,
+                events::INITIATE_GROUP_VIDEO_CALL,
+                Channel::Call,
+            );
+        }
+    };
     let mut ctx = Map::new();
-    let result = initiate_group(&socket, data, &hub, &mut ctx).await;
+    let result = initiate_group(&socket, me, data, &hub, &mut ctx).await;
     conclude(
         &socket,
         ack,
@@ -217,11 +248,11 @@ pub async fn initiate_group_video_call(
 
 async fn initiate_group(
     socket: &SocketRef,
+    me: session::Session,
     data: Result<Value, impl std::fmt::Display>,
     hub: &Arc<Hub>,
     ctx: &mut Map<String, Value>,
 ) -> Transition {
-    let me = session::current(socket)?;
     let InitiateGroup {
         group,
         room,
@@ -298,9 +329,13 @@ async fn control(
         Control::Reject => events::REJECT_VIDEO_CALL,
         Control::End => events::END_VIDEO_CALL,
     };
+    let me = match session::admit(&socket, &hub, EventClass::CallControl, event) {
+        Ok(me) => me,
+        Err(refused) => return refused.reply(socket, ack, event, Channel::Call),
+    };
+    let user_id = me.user_id.clone();
     let mut ctx = Map::new();
     let result = (|| -> Transition {
-        let me = session::current(&socket)?;
         let r = payload::call_ref(data, &mut ctx)?;
         let me = me_party(&me);
         hub.with_calls(|calls| {
@@ -314,9 +349,8 @@ async fn control(
     })();
     if let Err(Refusal { error, .. }) = &result
         && error.code == ErrorCode::NotFound
-        && let Ok(s) = session::current(&socket)
     {
-        tracing::warn!(user_id = %s.user_id, event, reason = "unknown_or_foreign_call", "refused call control");
+        tracing::warn!(user_id = %user_id, event, reason = "unknown_or_foreign_call", "refused call control");
     }
     conclude(&socket, ack, &io, &hub, event, result, ctx).await;
 }

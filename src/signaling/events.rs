@@ -62,5 +62,9 @@ pub const GROUP_CALL_PARTICIPANT_DECLINED: &str = "groupCallParticipantDeclined"
 pub const GROUP_CALL_PARTICIPANT_LEFT: &str = "groupCallParticipantLeft";
 /// On connect, to a user who has live calls.
 pub const ACTIVE_VIDEO_CALLS: &str = "activeVideoCalls";
+/// To a socket whose token expired, just before it is disconnected.
+pub const TOKEN_EXPIRED: &str = "tokenExpired";
+/// To every socket when the server shuts down.
+pub const SERVER_SHUTDOWN: &str = "serverShutdown";
 /// To the sending socket when a non-call event fails.
 pub const ERROR: &str = "error";

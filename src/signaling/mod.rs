@@ -18,6 +18,8 @@ use socketioxide::handler::ConnectHandler;
 
 use crate::auth::TokenKeys;
 use crate::error::ClientError;
+use crate::http::client_ip::TrustedProxies;
+use crate::limits::Limits;
 use crate::policy::CallPolicy;
 use crate::store::Store;
 use registry::Registry;
@@ -29,6 +31,10 @@ pub struct Hub {
     pub store: Store,
     /// Token verification.
     pub keys: Arc<TokenKeys>,
+    /// Rate limits and connection caps.
+    pub limits: Arc<Limits>,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
     /// Every live call. A `std::sync::Mutex`: each transition is a short
     /// check-and-set with no `.await` inside (see [`Hub::with_calls`]).
     calls: Mutex<Registry>,
@@ -36,10 +42,18 @@ pub struct Hub {
 
 impl Hub {
     /// A hub with an empty call registry under `policy`.
-    pub fn new(store: Store, keys: Arc<TokenKeys>, policy: CallPolicy) -> Self {
+    pub fn new(
+        store: Store,
+        keys: Arc<TokenKeys>,
+        limits: Arc<Limits>,
+        trusted_proxies: TrustedProxies,
+        policy: CallPolicy,
+    ) -> Self {
         Self {
             store,
             keys,
+            limits,
+            trusted_proxies,
             calls: Mutex::new(Registry::new(policy)),
         }
     }

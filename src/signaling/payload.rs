@@ -238,7 +238,7 @@ pub fn own_user_id(
 ) -> Result<Option<UserId>, ClientError> {
     match data {
         Ok(Value::Null) => Ok(None),
-        Ok(Value::Object(map)) if !map.contains_key("userId") => Ok(None),
+        Ok(Value::Object(map)) if map.is_empty() => Ok(None),
         Ok(v) => bare_or_field(&v, "userId", UserId::parse).map(Some),
         Err(_) => Err(ClientError::bad_field("payload", "could not be read")),
     }

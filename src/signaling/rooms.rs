@@ -16,6 +16,7 @@ use super::reply::{self, Channel};
 use super::{Hub, events, payload, session};
 use crate::domain::{GroupId, UserId};
 use crate::error::{ClientError, ErrorCode};
+use crate::limits::EventClass;
 
 const USER_PREFIX: &str = "user:";
 const GROUP_PREFIX: &str = "group:";
@@ -74,8 +75,11 @@ pub async fn user_online(
     ack: AckSender,
     State(hub): State<Arc<Hub>>,
 ) {
+    let me = match session::admit(&socket, &hub, EventClass::Rooms, events::USER_ONLINE) {
+        Ok(me) => me,
+        Err(refused) => return refused.reply(socket, ack, events::USER_ONLINE, Channel::General),
+    };
     let result = async {
-        let me = session::current(&socket)?;
         let claimed = payload::own_user_id(data)?;
         must_be_self(claimed, &me.user_id, events::USER_ONLINE)?;
         let groups = hub.store.groups_of(&me.user_id).await?;
@@ -99,9 +103,19 @@ pub async fn user_online(
 
 /// `joinVideoRoom({userId})`: own id only. The socket is already in its user
 /// room since the handshake, so there is nothing else to do.
-pub async fn join_video_room(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
+pub async fn join_video_room(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(hub): State<Arc<Hub>>,
+) {
+    let me = match session::admit(&socket, &hub, EventClass::Rooms, events::JOIN_VIDEO_ROOM) {
+        Ok(me) => me,
+        Err(refused) => {
+            return refused.reply(socket, ack, events::JOIN_VIDEO_ROOM, Channel::General);
+        }
+    };
     let result = (|| {
-        let me = session::current(&socket)?;
         let claimed = payload::own_user_id(data)?;
         must_be_self(claimed, &me.user_id, events::JOIN_VIDEO_ROOM)
     })();
@@ -119,8 +133,11 @@ pub async fn join_group_event(
     ack: AckSender,
     State(hub): State<Arc<Hub>>,
 ) {
+    let me = match session::admit(&socket, &hub, EventClass::Rooms, events::JOIN_GROUP) {
+        Ok(me) => me,
+        Err(refused) => return refused.reply(socket, ack, events::JOIN_GROUP, Channel::General),
+    };
     let result = async {
-        let me = session::current(&socket)?;
         let group = payload::group_id(data)?;
         match hub.store.group(&group).await? {
             Some(g) if g.has_member(&me.user_id) => {
@@ -141,11 +158,16 @@ pub async fn join_group_event(
 }
 
 /// `leaveGroup(groupId)`: leaves the group's room (harmless if not in it).
-pub async fn leave_group_event(socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender) {
-    let result = (|| {
-        session::current(&socket)?;
-        payload::group_id(data)
-    })();
+pub async fn leave_group_event(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    State(hub): State<Arc<Hub>>,
+) {
+    if let Err(refused) = session::admit(&socket, &hub, EventClass::Rooms, events::LEAVE_GROUP) {
+        return refused.reply(socket, ack, events::LEAVE_GROUP, Channel::General);
+    }
+    let result = payload::group_id(data);
     match result {
         Ok(group) => {
             socket.leave(group_room(&group));
@@ -164,8 +186,11 @@ pub async fn group_created(
     io: SocketIo,
     State(hub): State<Arc<Hub>>,
 ) {
+    let me = match session::admit(&socket, &hub, EventClass::Rooms, events::GROUP_CREATED) {
+        Ok(me) => me,
+        Err(refused) => return refused.reply(socket, ack, events::GROUP_CREATED, Channel::General),
+    };
     let result = async {
-        let me = session::current(&socket)?;
         let group = payload::group_id(data)?;
         match hub.store.group(&group).await? {
             Some(g) if g.has_member(&me.user_id) => {

@@ -13,16 +13,23 @@
 //! `connect`, as the seed frontend does with `userOnline`. Middlewares run
 //! before the CONNECT acknowledgement, so nothing can arrive unhandled.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-use socketioxide::extract::{SocketRef, State, TryData};
+use serde_json::{Map, Value, json};
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 
-use super::{Hub, rooms};
+use super::registry::Refusal;
+use super::reply::{self, Channel};
+use super::{Hub, events, rooms};
 use crate::auth::TokenError;
 use crate::domain::{DisplayName, UserId};
 use crate::error::{ClientError, ErrorCode};
+use crate::http::client_ip::client_ip;
+use crate::limits::{EventClass, Slot};
 
 /// Who is on a socket, fixed at the handshake.
 #[derive(Debug, Clone)]
@@ -33,6 +40,26 @@ pub struct Session {
     pub display_name: DisplayName,
     /// The token's `exp` (seconds since the Unix epoch).
     pub expires_at: u64,
+    /// The client's address (through trusted proxies).
+    pub ip: IpAddr,
+    /// What the socket holds while it lives; dropped with the socket.
+    guard: Arc<SocketGuard>,
+}
+
+/// Resources tied to a socket's life: its connection slot, its token-expiry
+/// timer, and its count of consecutive rate-limited events. Dropping the
+/// socket drops the guard, which frees the slot and stops the timer.
+#[derive(Debug)]
+struct SocketGuard {
+    _slot: Slot,
+    expiry: tokio::task::AbortHandle,
+    limited_in_a_row: AtomicU32,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.expiry.abort();
+    }
 }
 
 /// Why a handshake was refused. `Display` is the stable code the client gets
@@ -45,6 +72,12 @@ pub enum ConnectError {
     /// A genuine token past its `exp`.
     #[error("token_expired")]
     TokenExpired,
+    /// Too many handshakes from this address.
+    #[error("rate_limited")]
+    RateLimited,
+    /// A connection cap (per user, per IP, total) is full.
+    #[error("too_many_connections")]
+    TooManyConnections,
     /// The directory could not be asked.
     #[error("internal")]
     Internal,
@@ -68,20 +101,31 @@ fn presented_token<'a>(
         .or_else(|| crate::http::extract::bearer_token(headers))
 }
 
+/// The client address of a socket's opening request.
+fn socket_ip(socket: &SocketRef, hub: &Hub) -> IpAddr {
+    let parts = socket.req_parts();
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    client_ip(peer, &parts.headers, &hub.trusted_proxies)
+}
+
 /// The connect middleware. See the module docs.
 pub async fn authenticate(
     socket: SocketRef,
+    io: SocketIo,
     TryData(auth): TryData<Value>,
     State(hub): State<Arc<Hub>>,
 ) -> Result<(), ConnectError> {
     let auth = auth.ok();
-    let peer = socket
-        .req_parts()
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+    let ip = socket_ip(&socket, &hub);
+    if hub.limits.rates().handshake(ip).is_err() {
+        tracing::warn!(reason = "rate_limited", %ip, "handshake refused");
+        return Err(ConnectError::RateLimited);
+    }
     let Some(token) = presented_token(&auth, &socket.req_parts().headers) else {
-        tracing::info!(reason = "missing", ip = ?peer, "handshake refused");
+        tracing::info!(reason = "missing", %ip, "handshake refused");
         return Err(ConnectError::Unauthorized);
     };
     let verified = hub.keys.verify(token).map_err(|e| {
@@ -89,7 +133,7 @@ pub async fn authenticate(
             TokenError::Expired => "expired",
             TokenError::Invalid(r) => r.as_str(),
         };
-        tracing::info!(reason, ip = ?peer, "handshake refused");
+        tracing::info!(reason, %ip, "handshake refused");
         match e {
             TokenError::Expired => ConnectError::TokenExpired,
             TokenError::Invalid(_) => ConnectError::Unauthorized,
@@ -98,7 +142,7 @@ pub async fn authenticate(
     let user = match hub.store.user(&verified.user_id).await {
         Ok(Some(user)) => user,
         Ok(None) => {
-            tracing::info!(reason = "unknown_user", user_id = %verified.user_id, ip = ?peer, "handshake refused");
+            tracing::info!(reason = "unknown_user", user_id = %verified.user_id, %ip, "handshake refused");
             return Err(ConnectError::Unauthorized);
         }
         Err(e) => {
@@ -111,10 +155,25 @@ pub async fn authenticate(
         ConnectError::Internal
     })?;
 
+    let slot = hub
+        .limits
+        .connections
+        .acquire(&user.id, ip, &hub.limits.caps())
+        .map_err(|cap| {
+            tracing::warn!(reason = "connection_cap", cap = cap.as_str(), user_id = %user.id, %ip, "handshake refused");
+            ConnectError::TooManyConnections
+        })?;
+    let expiry = spawn_expiry(io, socket.id, verified.expires_at);
     socket.extensions.insert(Session {
         user_id: user.id.clone(),
         display_name: user.display_name.clone(),
         expires_at: verified.expires_at,
+        ip,
+        guard: Arc::new(SocketGuard {
+            _slot: slot,
+            expiry,
+            limited_in_a_row: AtomicU32::new(0),
+        }),
     });
     socket.join(rooms::user_room(&user.id));
     socket.join(
@@ -128,6 +187,116 @@ pub async fn authenticate(
     Ok(())
 }
 
+/// When the token expires, tells the socket (`tokenExpired`) and disconnects
+/// it. Holds only the server handle and the socket id, so it keeps nothing
+/// alive; the socket's guard aborts it when the socket goes first.
+fn spawn_expiry(
+    io: SocketIo,
+    sid: socketioxide::socket::Sid,
+    expires_at: u64,
+) -> tokio::task::AbortHandle {
+    let wait = Duration::from_secs(expires_at.saturating_sub(now_secs()));
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        if let Some(socket) = io.get_socket(sid) {
+            let error = ClientError::new(ErrorCode::TokenExpired);
+            let _ = socket.emit(
+                events::TOKEN_EXPIRED,
+                &json!({ "code": error.code, "message": error.message }),
+            );
+            if let Ok(s) = current_unchecked(&socket) {
+                tracing::info!(user_id = %s.user_id, "token expired: socket disconnected");
+            }
+            let _ = socket.disconnect();
+        }
+    })
+    .abort_handle()
+}
+
+fn current_unchecked(socket: &SocketRef) -> Result<Session, ClientError> {
+    socket
+        .extensions
+        .get::<Session>()
+        .ok_or(ClientError::new(ErrorCode::Unauthorized))
+}
+
+/// An event refused before it ran: the reply to send, and whether the socket
+/// has been refused so often in a row that it is to be disconnected.
+#[derive(Debug)]
+pub struct Refused {
+    refusal: Refusal,
+    disconnect: bool,
+}
+
+impl Refused {
+    /// Answers the sender (ack and error event), then disconnects it when it
+    /// kept hammering after being limited.
+    pub fn reply(self, socket: SocketRef, ack: AckSender, event: &'static str, channel: Channel) {
+        reply::fail(
+            &socket,
+            ack,
+            event,
+            channel,
+            &self.refusal.error,
+            self.refusal.context,
+        );
+        if self.disconnect {
+            let _ = socket.disconnect();
+        }
+    }
+}
+
+impl From<ClientError> for Refused {
+    fn from(error: ClientError) -> Self {
+        Self {
+            refusal: error.into(),
+            disconnect: false,
+        }
+    }
+}
+
+/// Admits an event of `class`: a live session (token not expired) and a
+/// free rate-limit slot, checked before any payload decoding, directory
+/// lookup or relay.
+///
+/// # Errors
+/// `token_expired`, `unauthorized`, or `rate_limited` with `retryAfterMs`
+/// (and a disconnect after `rate_limits.disconnect_after` in a row).
+pub fn admit(
+    socket: &SocketRef,
+    hub: &Hub,
+    class: EventClass,
+    event: &'static str,
+) -> Result<Session, Refused> {
+    let session = current(socket)?;
+    let rates = hub.limits.rates();
+    match rates.event(class, &session.user_id) {
+        Ok(()) => {
+            session.guard.limited_in_a_row.store(0, Ordering::Relaxed);
+            Ok(session)
+        }
+        Err(wait) => {
+            let in_a_row = session
+                .guard
+                .limited_in_a_row
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            let limit = rates.disconnect_after();
+            let disconnect = limit > 0 && in_a_row >= limit;
+            tracing::warn!(user_id = %session.user_id, ip = %session.ip, event, in_a_row, disconnect, "rate limited");
+            let mut context = Map::new();
+            context.insert("retryAfterMs".into(), json!(wait.as_millis()));
+            Err(Refused {
+                refusal: Refusal {
+                    error: ClientError::new(ErrorCode::RateLimited),
+                    context,
+                },
+                disconnect,
+            })
+        }
+    }
+}
+
 /// The session of a socket that passed the handshake, refusing events once the
 /// token has expired.
 ///
@@ -135,10 +304,7 @@ pub async fn authenticate(
 /// `unauthorized` with no session (cannot happen after the middleware), and
 /// `token_expired` past the token's `exp`.
 pub fn current(socket: &SocketRef) -> Result<Session, ClientError> {
-    let session = socket
-        .extensions
-        .get::<Session>()
-        .ok_or(ClientError::new(ErrorCode::Unauthorized))?;
+    let session = current_unchecked(socket)?;
     if now_secs() >= session.expires_at {
         return Err(ClientError::new(ErrorCode::TokenExpired));
     }

@@ -52,6 +52,26 @@ pub fn test_config() -> Config {
     config
 }
 
+/// Tests exercise behaviour, not limits: every rate and cap is lifted unless a
+/// test sets its own.
+pub fn relax_limits(policy: &mut Policy) {
+    let lots = callgate::policy::Rate {
+        per_minute: 1_000_000,
+        burst: 100_000,
+    };
+    let r = &mut policy.rate_limits;
+    r.call_initiate = lots;
+    r.call_control = lots;
+    r.rooms = lots;
+    r.handshake_per_ip = lots;
+    r.login_per_ip = lots;
+    r.login_per_username = lots;
+    r.register_per_ip = lots;
+    policy.connections.max_per_user = 1000;
+    policy.connections.max_per_ip = 10_000;
+    policy.connections.max_total = 10_000;
+}
+
 /// One real argon2id hash of [`PASSWORD`], made once per test binary.
 pub fn password_hash() -> String {
     static HASH: OnceLock<String> = OnceLock::new();
@@ -81,6 +101,7 @@ impl TestServer {
         let mut config = test_config();
         tweak(&mut config);
         let mut policy = Policy::builtin().expect("policy");
+        relax_limits(&mut policy);
         tweak_policy(&mut policy);
         let app = App::build(config, policy).await.expect("server builds");
         let addr = app.local_addr().expect("addr");

@@ -15,4 +15,5 @@ mod docs;
 mod handshake;
 mod helpers;
 mod http;
+mod limits;
 mod startup;

@@ -37,7 +37,7 @@ export async function startServer({ env = {}, args = [] } = {}) {
       groups: [{ id: GROUP.id, name: GROUP.name, owner: USERS.alice.id, members: [USERS.alice.id, USERS.bob.id, USERS.carol.id] }],
     }),
   );
-  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--seed", seed, ...args], {
+  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--seed", seed, "--policy", join(here, "policy.toml"), ...args], {
     cwd: ROOT,
     env: { ...process.env, CALLGATE_JWT_SECRET: SECRET, CALLGATE__LOG__FORMAT: "json", RUST_LOG: "info", ...env },
     stdio: ["ignore", "ignore", "pipe"],
