@@ -193,6 +193,10 @@ impl App {
         };
         let router = http::api_router(api, config.server.body_limit_bytes)
             .layer(sio_layer)
+            .layer(axum::middleware::from_fn_with_state(
+                http::origin::AllowedOrigins::new(&config.server.allowed_origins),
+                http::origin::check,
+            ))
             .layer(http::cors(&config.server.allowed_origins))
             .layer(http::trace_layer());
 

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod groups;
 pub mod health;
+pub mod origin;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -284,6 +284,16 @@ impl TestClient {
         transport: TransportType,
         bearer: Option<&str>,
     ) -> Result<Self, String> {
+        Self::connect_full(server, auth, transport, bearer, None).await
+    }
+
+    async fn connect_full(
+        server: &TestServer,
+        auth: Option<Value>,
+        transport: TransportType,
+        bearer: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Self, String> {
         let (tx, rx) = mpsc::unbounded_channel::<(String, Value)>();
         let (status_tx, mut status_rx) = mpsc::unbounded_channel::<Result<(), String>>();
         let tx_any = tx.clone();
@@ -318,6 +328,9 @@ impl TestClient {
         if let Some(auth) = auth {
             builder = builder.auth(auth);
         }
+        if let Some(origin) = origin {
+            builder = builder.opening_header("Origin", origin);
+        }
         if let Some(token) = bearer {
             builder = builder.opening_header("Authorization", format!("Bearer {token}").as_str());
         }
@@ -340,6 +353,16 @@ impl TestClient {
                 Err("no answer to CONNECT".into())
             }
         }
+    }
+
+    /// Connects with an `Origin` header on the Engine.IO requests.
+    pub async fn connect_with_origin(
+        server: &TestServer,
+        auth: Value,
+        transport: TransportType,
+        origin: &str,
+    ) -> Result<Self, String> {
+        Self::connect_full(server, Some(auth), transport, None, Some(origin)).await
     }
 
     /// Emits with an ack and waits for it.

@@ -17,3 +17,4 @@ mod helpers;
 mod http;
 mod limits;
 mod startup;
+mod transport;
