@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use socketioxide::{SocketIo, TransportType};
 use tokio::net::TcpListener;
 
@@ -19,7 +18,9 @@ use crate::config::{Config, Problems, StoreKind, Transport};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, ApiState};
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::serve::{self, TlsReloader};
 use crate::signaling::{self, Hub};
 use crate::store::seed::{Seed, SeedError};
 use crate::store::{EmbeddedStore, MongoStore, Store, StoreError};
@@ -59,6 +60,8 @@ pub struct App {
     hub: Arc<Hub>,
     seeded_usernames: Vec<String>,
     shutdown_grace: Duration,
+    header_read_timeout: Duration,
+    tls: Option<TlsReloader>,
 }
 
 impl std::fmt::Debug for App {
@@ -156,12 +159,14 @@ impl App {
         let trusted_proxies =
             TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default();
         let limits = Arc::new(Limits::new(&policy.rate_limits, policy.connections));
+        let metrics = Arc::new(Metrics::new());
         limits.spawn_cleanup(LIMITER_CLEANUP_PERIOD);
         let hub = Arc::new(Hub::new(
             store.clone(),
             keys.clone(),
             limits.clone(),
             trusted_proxies.clone(),
+            metrics.clone(),
             policy.calls.clone(),
         ));
         let sio = &config.socketio;
@@ -190,6 +195,8 @@ impl App {
             registration_open: config.auth.registration_open,
             limits,
             trusted_proxies,
+            metrics,
+            hub: hub.clone(),
         };
         let router = http::api_router(api, config.server.body_limit_bytes)
             .layer(sio_layer)
@@ -200,10 +207,9 @@ impl App {
             .layer(http::cors(&config.server.allowed_origins))
             .layer(http::trace_layer());
 
+        let tls = TlsReloader::from_config(&config.server.tls).await?;
         let addr = config.server.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| BuildError::Bind { addr, source })?;
+        let listener = bind(addr).map_err(|source| BuildError::Bind { addr, source })?;
         Ok(Self {
             listener,
             router,
@@ -213,6 +219,8 @@ impl App {
             hub,
             seeded_usernames,
             shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+            tls,
         })
     }
 
@@ -249,50 +257,80 @@ impl App {
         &self.seeded_usernames
     }
 
-    /// Serves until `shutdown` resolves, then closes every socket and waits
-    /// at most `server.shutdown_grace_secs` for in-flight requests.
+    /// The TLS certificate handle when `[server.tls]` is set: its
+    /// [`TlsReloader::reload`] is what SIGHUP does, for tests and tools.
+    pub fn tls_reloader(&self) -> Option<&TlsReloader> {
+        self.tls.as_ref()
+    }
+
+    /// Serves (HTTPS/WSS when `[server.tls]` is set) until `shutdown`
+    /// resolves; then stops accepting, closes every socket (the shutdown hook
+    /// `on_shutdown` below) and waits at most `server.shutdown_grace_secs` for
+    /// in-flight requests. With TLS, SIGHUP reloads the certificate.
     ///
     /// # Errors
-    /// When the server fails to accept connections.
+    /// When the server fails (accept errors are logged and retried).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let io = self.io.clone();
-        let grace = self.shutdown_grace;
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing sockets");
-            let _ = stopping_tx.send(());
-            io.close().await;
+        let settings = serve::Settings {
+            header_read_timeout: self.header_read_timeout,
+            shutdown_grace: self.shutdown_grace,
+            tls: self.tls,
         };
-        // Signaling is small messages both ways: Nagle's algorithm plus delayed
-        // ACKs would add tens of milliseconds to each reply.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
+        serve::serve(
+            self.listener,
+            self.router,
+            settings,
+            shutdown,
+            on_shutdown(self.io),
         )
-        .with_graceful_shutdown(signal);
-        let deadline = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
+        .await
+    }
+}
+
+/// What Socket.IO clients get when the server stops: `serverShutdown`, then
+/// the close. It runs once the listener is closed, within
+/// `server.shutdown_grace_secs`.
+async fn on_shutdown(io: SocketIo) {
+    signaling::shutdown(&io).await;
+}
+
+/// Listen backlog: a burst of connects (a reconnect storm after a restart)
+/// must not overflow the kernel's queue, whose default here is 128.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with SO_REUSEADDR and a deep backlog.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Re-reads the policy (what SIGHUP does): a valid file replaces the limits
+/// and call rules in force at once; an invalid one is refused with every
+/// problem logged, and the old policy stays.
+///
+/// # Errors
+/// The problems of an invalid policy.
+pub fn reload_policy(hub: &Hub, path: Option<PathBuf>) -> Result<(), Problems> {
+    match load_policy(path) {
+        Ok(policy) => {
+            hub.apply_policy(&policy);
+            tracing::info!("policy reloaded");
+            Ok(())
+        }
+        Err(problems) => {
+            for p in &problems.0 {
+                tracing::error!(key = %p.key, problem = %p.problem, "policy reload refused; keeping the old policy");
             }
-        };
-        tokio::select! {
-            res = serve => res,
-            () = deadline => {
-                tracing::warn!("shutdown grace period over; dropping remaining connections");
-                Ok(())
-            }
+            Err(problems)
         }
     }
 }

@@ -8,9 +8,11 @@
 //! - [`policy`]: the declarative policy files (`policies/*.toml`).
 //! - [`store`]: the directory of users and groups (embedded or MongoDB).
 //! - [`limits`]: rate limiters and connection caps.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`http`]: the HTTP API (axum) and its tower stack.
 //! - [`signaling`]: the Socket.IO handshake, rooms and call events.
 //! - [`error`]: client-visible error codes, and the one mapping to them.
+//! - [`serve`]: the accept loop: plain HTTP or TLS, slow-client bounds, shutdown.
 //! - [`app`]: wiring; the only module that depends on all the others.
 
 pub mod app;
@@ -20,6 +22,8 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod policy;
+pub mod serve;
 pub mod signaling;
 pub mod store;

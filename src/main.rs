@@ -99,6 +99,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_tracing(&config);
+    let policy_path = args.policy.clone();
     let policy = match app::load_policy(args.policy) {
         Ok(p) => p,
         Err(problems) => {
@@ -131,13 +132,15 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(%addr, "callgate listening");
+        let scheme = if app.tls_reloader().is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, "callgate listening");
         if !app.seeded_usernames().is_empty() {
             tracing::info!(
                 users = %app.seeded_usernames().join(", "),
-                "seeded users: log in with POST http://{addr}/auth/login {{\"username\",\"password\"}} (demo passwords are in the seed file)"
+                "seeded users: log in with POST {scheme}://{addr}/auth/login {{\"username\",\"password\"}} (demo passwords are in the seed file)"
             );
         }
+        spawn_reload_on_sighup(&app, policy_path);
         match app.run_until(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -147,6 +150,28 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     })
 }
+
+/// On SIGHUP, re-reads the policy (an invalid file is refused and the old
+/// policy stays).
+#[cfg(unix)]
+fn spawn_reload_on_sighup(app: &App, policy_path: Option<PathBuf>) {
+    let hub = app.hub().clone();
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: reloading is off");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the policy");
+            let _ = app::reload_policy(&hub, policy_path.clone());
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn spawn_reload_on_sighup(_app: &App, _policy_path: Option<PathBuf>) {}
 
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
@@ -178,6 +203,13 @@ fn check_config(args: CheckArgs) -> ExitCode {
         Ok(config) => {
             if let Err(p) = config.validate() {
                 problems.extend(p.0);
+            }
+            let tls = &config.server.tls;
+            if !tls.cert_file.as_os_str().is_empty()
+                && !tls.key_file.as_os_str().is_empty()
+                && let Err(e) = callgate::serve::load_server_config(&tls.cert_file, &tls.key_file)
+            {
+                problems.push(e.to_problem());
             }
             if let Err(p) = callgate::auth::TokenKeys::from_config(&config.auth, config.environment)
             {

@@ -66,6 +66,21 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Proxies whose forwarding headers are believed (CIDRs or addresses).
     pub trusted_proxies: Vec<String>,
+    /// Time a client has to send a request's headers; also bounds a new
+    /// connection's first request (and the TLS handshake).
+    pub header_read_timeout_secs: u64,
+    /// Built-in TLS (both files, or neither for plain HTTP).
+    pub tls: TlsConfig,
+}
+
+/// `[server.tls]`: built-in TLS with rustls. Both empty means plain HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// `[log]`.
@@ -487,6 +502,50 @@ impl Config {
                     "is empty",
                     "name the claim with the user id (sub, id, userId)",
                 );
+            }
+        }
+
+        // Listener.
+        if !(1..=300).contains(&self.server.header_read_timeout_secs) {
+            bad(
+                "server.header_read_timeout_secs",
+                "must be 1 to 300",
+                "use the default 10",
+            );
+        }
+        let tls = &self.server.tls;
+        match (
+            tls.cert_file.as_os_str().is_empty(),
+            tls.key_file.as_os_str().is_empty(),
+        ) {
+            (true, true) => {}
+            (false, true) => bad(
+                "server.tls.key_file",
+                "is empty while server.tls.cert_file is set",
+                "set both PEM files for TLS, or neither for plain HTTP",
+            ),
+            (true, false) => bad(
+                "server.tls.cert_file",
+                "is empty while server.tls.key_file is set",
+                "set both PEM files for TLS, or neither for plain HTTP",
+            ),
+            (false, false) => {
+                for (key, path, fix) in [
+                    (
+                        "server.tls.cert_file",
+                        &tls.cert_file,
+                        "give a PEM certificate chain (see certs/README.md)",
+                    ),
+                    (
+                        "server.tls.key_file",
+                        &tls.key_file,
+                        "give the certificate's PEM private key (see certs/README.md)",
+                    ),
+                ] {
+                    if !path.is_file() {
+                        bad(key, "is not a readable file", fix);
+                    }
+                }
             }
         }
 

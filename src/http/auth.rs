@@ -106,6 +106,17 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     body: JsonObject,
 ) -> Result<Json<Session>, ApiError> {
+    let started = std::time::Instant::now();
+    let result = login_inner(&state, ip, body).await;
+    state.metrics.login(started.elapsed());
+    result
+}
+
+async fn login_inner(
+    state: &ApiState,
+    ip: std::net::IpAddr,
+    body: JsonObject,
+) -> Result<Json<Session>, ApiError> {
     let invalid = || ClientError::new(ErrorCode::InvalidCredentials);
     let LoginRequest { username, password } = LoginRequest::parse(&body)?;
     state
@@ -129,7 +140,7 @@ pub async fn login(
     match user {
         Some(user) if verified => {
             tracing::info!(user_id = %user.id, "login succeeded");
-            Ok(Json(session(&state, user)?))
+            Ok(Json(session(state, user)?))
         }
         _ => {
             tracing::info!(reason = "invalid_credentials", %ip, "login failed");

@@ -25,6 +25,8 @@ use tower_http::timeout::TimeoutLayer;
 use crate::auth::{PasswordHasher, TokenKeys};
 use crate::error::{ClientError, ErrorCode};
 use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::signaling::Hub;
 use crate::store::Store;
 use error::ApiError;
 
@@ -45,6 +47,10 @@ pub struct ApiState {
     pub limits: Arc<Limits>,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: client_ip::TrustedProxies,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The signaling hub (live calls, for metrics).
+    pub hub: Arc<Hub>,
 }
 
 /// How long an API request may take before 408.
@@ -66,6 +72,7 @@ pub fn api_router(state: ApiState, body_limit: usize) -> Router {
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -103,11 +103,19 @@ async fn conclude(
             // transition concerns has been sent their event.
             let body = std::mem::take(&mut outcome.ack);
             apply(io, hub, outcome).await;
-            reply::ok(ack, body);
+            reply::ok(&hub.metrics, event, ack, body);
         }
         Err(refusal) => {
             ctx.extend(refusal.context);
-            reply::fail(socket, ack, event, Channel::Call, &refusal.error, ctx);
+            reply::fail(
+                &hub.metrics,
+                socket,
+                ack,
+                event,
+                Channel::Call,
+                &refusal.error,
+                ctx,
+            );
         }
     }
 }
@@ -128,7 +136,13 @@ pub async fn initiate_video_call(
     ) {
         Ok(me) => me,
         Err(refused) => {
-            return refused.reply(socket, ack, events::INITIATE_VIDEO_CALL, Channel::Call);
+            return refused.reply(
+                &hub.metrics,
+                socket,
+                ack,
+                events::INITIATE_VIDEO_CALL,
+                Channel::Call,
+            );
         }
     };
     let mut ctx = Map::new();
@@ -225,6 +239,7 @@ pub async fn initiate_group_video_call(
         Ok(me) => me,
         Err(refused) => {
             return refused.reply(
+                &hub.metrics,
                 socket,
                 ack,
                 events::INITIATE_GROUP_VIDEO_CALL,
@@ -331,7 +346,7 @@ async fn control(
     };
     let me = match session::admit(&socket, &hub, EventClass::CallControl, event) {
         Ok(me) => me,
-        Err(refused) => return refused.reply(socket, ack, event, Channel::Call),
+        Err(refused) => return refused.reply(&hub.metrics, socket, ack, event, Channel::Call),
     };
     let user_id = me.user_id.clone();
     let mut ctx = Map::new();

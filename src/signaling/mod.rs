@@ -20,6 +20,7 @@ use crate::auth::TokenKeys;
 use crate::error::ClientError;
 use crate::http::client_ip::TrustedProxies;
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::policy::CallPolicy;
 use crate::store::Store;
 use registry::Registry;
@@ -35,6 +36,8 @@ pub struct Hub {
     pub limits: Arc<Limits>,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: TrustedProxies,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
     /// Every live call. A `std::sync::Mutex`: each transition is a short
     /// check-and-set with no `.await` inside (see [`Hub::with_calls`]).
     calls: Mutex<Registry>,
@@ -47,6 +50,7 @@ impl Hub {
         keys: Arc<TokenKeys>,
         limits: Arc<Limits>,
         trusted_proxies: TrustedProxies,
+        metrics: Arc<Metrics>,
         policy: CallPolicy,
     ) -> Self {
         Self {
@@ -54,6 +58,7 @@ impl Hub {
             keys,
             limits,
             trusted_proxies,
+            metrics,
             calls: Mutex::new(Registry::new(policy)),
         }
     }
@@ -67,7 +72,31 @@ impl Hub {
             .calls
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut guard)
+        let out = f(&mut guard);
+        for reason in guard.take_ended() {
+            self.metrics.call_ended(reason.as_str());
+        }
+        out
+    }
+}
+
+/// Tells every connected socket the server is going away
+/// (`serverShutdown`), then closes them all.
+pub async fn shutdown(io: &SocketIo) {
+    let notice = serde_json::json!({ "code": "server_shutdown", "message": "the server is restarting; reconnect shortly" });
+    if let Err(e) = io.emit(events::SERVER_SHUTDOWN, &notice).await {
+        tracing::debug!(error = %e, "shutdown notice not delivered to every socket");
+    }
+    io.close().await;
+}
+
+impl Hub {
+    /// Installs a new policy: fresh rate-limit buckets, new connection caps
+    /// and call rules (live calls keep their timers; new ones use the new
+    /// values). Connection counts and live calls are kept.
+    pub fn apply_policy(&self, policy: &crate::policy::Policy) {
+        self.limits.replace(&policy.rate_limits, policy.connections);
+        self.with_calls(|calls| calls.set_policy(policy.calls.clone()));
     }
 }
 
@@ -109,9 +138,14 @@ pub(crate) fn register_handlers(socket: &SocketRef) {
 
 /// Any other event: `bad_request` by ack and `error` event, so a client that
 /// waits for an ack is not left hanging.
-async fn unknown_event(socket: SocketRef, ack: AckSender) {
+async fn unknown_event(
+    socket: SocketRef,
+    ack: AckSender,
+    socketioxide::extract::State(hub): socketioxide::extract::State<Arc<Hub>>,
+) {
     let error = ClientError::bad_field("event", "is not one callgate handles");
     reply::fail(
+        &hub.metrics,
         &socket,
         ack,
         "unknown",

@@ -171,6 +171,8 @@ pub struct Registry {
     /// every loss of the last socket, so a grace timer can tell whether the
     /// user came back (or left again) since it was scheduled.
     epochs: HashMap<UserId, u64>,
+    /// Reasons of calls ended and not yet counted by metrics.
+    ended: Vec<Reason>,
     policy: CallPolicy,
 }
 
@@ -217,6 +219,7 @@ impl Registry {
             by_user: HashMap::new(),
             by_group: HashMap::new(),
             epochs: HashMap::new(),
+            ended: Vec::new(),
             policy,
         }
     }
@@ -310,6 +313,19 @@ impl Registry {
             self.by_group.insert(group.clone(), call.id);
         }
         self.calls.insert(call.id, call);
+    }
+
+    /// Ends a call: removes it with every index entry pointing at it and
+    /// counts the reason (see [`Registry::take_ended`]).
+    fn finish(&mut self, id: CallId, reason: Reason) -> Option<Call> {
+        let call = self.remove(id)?;
+        self.ended.push(reason);
+        Some(call)
+    }
+
+    /// The reasons of the calls ended since the last call, for metrics.
+    pub fn take_ended(&mut self) -> Vec<Reason> {
+        std::mem::take(&mut self.ended)
     }
 
     /// Removes a call and every index entry pointing at it.
@@ -674,7 +690,7 @@ impl Registry {
                 event: events::VIDEO_CALL_REJECTED,
                 payload: record_with(call, &[("reason", json!(Reason::Declined.as_str()))]),
             });
-            self.remove(id);
+            self.finish(id, Reason::Declined);
         }
         Ok(Outcome {
             ack,
@@ -695,7 +711,8 @@ impl Registry {
         match &call.target {
             CallTarget::Direct { callee } => {
                 let callee_id = callee.id.clone();
-                if call.state == CallState::Ringing && !is_caller {
+                let ringing = call.state == CallState::Ringing;
+                if ringing && !is_caller {
                     return self.reject(user, id, sender);
                 }
                 let mut out = Outcome {
@@ -724,7 +741,14 @@ impl Registry {
                         });
                     }
                 }
-                self.remove(id);
+                self.finish(
+                    id,
+                    if ringing {
+                        Reason::Cancelled
+                    } else {
+                        Reason::Hangup
+                    },
+                );
                 Ok(out)
             }
             CallTarget::Group { invitees, .. } => {
@@ -803,7 +827,7 @@ impl Registry {
     /// Ends a group call: every participant and still-ringing invitee gets
     /// `videoCallEnded {reason}`.
     fn end_group(&mut self, id: CallId, reason: Reason) -> Outcome {
-        let Some(call) = self.remove(id) else {
+        let Some(call) = self.finish(id, reason) else {
             return Outcome::default();
         };
         let mut to: BTreeSet<UserId> = call.participants();
@@ -843,7 +867,7 @@ impl Registry {
                 let caller = call.caller.id.clone();
                 let payload = ended(call, Reason::Timeout);
                 let missed = record_with(call, &[]);
-                self.remove(id);
+                self.finish(id, Reason::Timeout);
                 Outcome {
                     emits: vec![
                         Emit {
@@ -978,7 +1002,7 @@ impl Registry {
                     (call.caller.id.clone(), Reason::Unavailable)
                 };
                 let payload = ended(call, reason);
-                self.remove(id);
+                self.finish(id, reason);
                 Outcome {
                     emits: vec![Emit {
                         to: To::User(to),
@@ -998,7 +1022,7 @@ impl Registry {
                     call.caller.id.clone()
                 };
                 let payload = ended(call, Reason::Disconnected);
-                self.remove(id);
+                self.finish(id, Reason::Disconnected);
                 Outcome {
                     emits: vec![Emit {
                         to: To::User(other),

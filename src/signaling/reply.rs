@@ -6,6 +6,7 @@ use socketioxide::extract::{AckSender, SocketRef};
 
 use super::events;
 use crate::error::ClientError;
+use crate::metrics::Metrics;
 
 /// Which error event a failure is reported with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +18,8 @@ pub enum Channel {
 }
 
 /// Sends `{ok: true, ...fields}` as the ack.
-pub fn ok(ack: AckSender, fields: Map<String, Value>) {
+pub fn ok(metrics: &Metrics, event: &'static str, ack: AckSender, fields: Map<String, Value>) {
+    metrics.event(event, "ok");
     let mut body = Map::with_capacity(fields.len() + 1);
     body.insert("ok".into(), Value::Bool(true));
     body.extend(fields);
@@ -28,6 +30,7 @@ pub fn ok(ack: AckSender, fields: Map<String, Value>) {
 /// Reports `error` by ack and by event on the sending socket. `context`
 /// carries extra fields for the event and ack (e.g. `callId`, `existingCallId`).
 pub fn fail(
+    metrics: &Metrics,
     socket: &SocketRef,
     ack: AckSender,
     event: &'static str,
@@ -35,6 +38,7 @@ pub fn fail(
     error: &ClientError,
     context: Map<String, Value>,
 ) {
+    metrics.event(event, error.code.as_str());
     let mut ack_body =
         json!({ "ok": false, "error": { "code": error.code, "message": error.message } });
     if let Some(obj) = ack_body.as_object_mut() {

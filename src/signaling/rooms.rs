@@ -45,8 +45,16 @@ pub async fn leave_group(io: &SocketIo, user: &UserId, group: &GroupId) {
     }
 }
 
-fn fail(socket: &SocketRef, ack: AckSender, event: &'static str, error: &ClientError) {
-    reply::fail(socket, ack, event, Channel::General, error, Map::new());
+fn fail(hub: &Hub, socket: &SocketRef, ack: AckSender, event: &'static str, error: &ClientError) {
+    reply::fail(
+        &hub.metrics,
+        socket,
+        ack,
+        event,
+        Channel::General,
+        error,
+        Map::new(),
+    );
 }
 
 /// A user id in a payload may only be the sender's own.
@@ -77,7 +85,15 @@ pub async fn user_online(
 ) {
     let me = match session::admit(&socket, &hub, EventClass::Rooms, events::USER_ONLINE) {
         Ok(me) => me,
-        Err(refused) => return refused.reply(socket, ack, events::USER_ONLINE, Channel::General),
+        Err(refused) => {
+            return refused.reply(
+                &hub.metrics,
+                socket,
+                ack,
+                events::USER_ONLINE,
+                Channel::General,
+            );
+        }
     };
     let result = async {
         let claimed = payload::own_user_id(data)?;
@@ -96,8 +112,13 @@ pub async fn user_online(
     }
     .await;
     match result {
-        Ok(groups) => reply::ok(ack, obj(json!({ "groups": groups }))),
-        Err(e) => fail(&socket, ack, events::USER_ONLINE, &e),
+        Ok(groups) => reply::ok(
+            &hub.metrics,
+            events::USER_ONLINE,
+            ack,
+            obj(json!({ "groups": groups })),
+        ),
+        Err(e) => fail(&hub, &socket, ack, events::USER_ONLINE, &e),
     }
 }
 
@@ -112,7 +133,13 @@ pub async fn join_video_room(
     let me = match session::admit(&socket, &hub, EventClass::Rooms, events::JOIN_VIDEO_ROOM) {
         Ok(me) => me,
         Err(refused) => {
-            return refused.reply(socket, ack, events::JOIN_VIDEO_ROOM, Channel::General);
+            return refused.reply(
+                &hub.metrics,
+                socket,
+                ack,
+                events::JOIN_VIDEO_ROOM,
+                Channel::General,
+            );
         }
     };
     let result = (|| {
@@ -120,8 +147,8 @@ pub async fn join_video_room(
         must_be_self(claimed, &me.user_id, events::JOIN_VIDEO_ROOM)
     })();
     match result {
-        Ok(()) => reply::ok(ack, Map::new()),
-        Err(e) => fail(&socket, ack, events::JOIN_VIDEO_ROOM, &e),
+        Ok(()) => reply::ok(&hub.metrics, events::JOIN_VIDEO_ROOM, ack, Map::new()),
+        Err(e) => fail(&hub, &socket, ack, events::JOIN_VIDEO_ROOM, &e),
     }
 }
 
@@ -135,7 +162,15 @@ pub async fn join_group_event(
 ) {
     let me = match session::admit(&socket, &hub, EventClass::Rooms, events::JOIN_GROUP) {
         Ok(me) => me,
-        Err(refused) => return refused.reply(socket, ack, events::JOIN_GROUP, Channel::General),
+        Err(refused) => {
+            return refused.reply(
+                &hub.metrics,
+                socket,
+                ack,
+                events::JOIN_GROUP,
+                Channel::General,
+            );
+        }
     };
     let result = async {
         let group = payload::group_id(data)?;
@@ -152,8 +187,13 @@ pub async fn join_group_event(
     }
     .await;
     match result {
-        Ok(group) => reply::ok(ack, obj(json!({ "groupId": group }))),
-        Err(e) => fail(&socket, ack, events::JOIN_GROUP, &e),
+        Ok(group) => reply::ok(
+            &hub.metrics,
+            events::JOIN_GROUP,
+            ack,
+            obj(json!({ "groupId": group })),
+        ),
+        Err(e) => fail(&hub, &socket, ack, events::JOIN_GROUP, &e),
     }
 }
 
@@ -165,15 +205,26 @@ pub async fn leave_group_event(
     State(hub): State<Arc<Hub>>,
 ) {
     if let Err(refused) = session::admit(&socket, &hub, EventClass::Rooms, events::LEAVE_GROUP) {
-        return refused.reply(socket, ack, events::LEAVE_GROUP, Channel::General);
+        return refused.reply(
+            &hub.metrics,
+            socket,
+            ack,
+            events::LEAVE_GROUP,
+            Channel::General,
+        );
     }
     let result = payload::group_id(data);
     match result {
         Ok(group) => {
             socket.leave(group_room(&group));
-            reply::ok(ack, obj(json!({ "groupId": group })));
+            reply::ok(
+                &hub.metrics,
+                events::LEAVE_GROUP,
+                ack,
+                obj(json!({ "groupId": group })),
+            );
         }
-        Err(e) => fail(&socket, ack, events::LEAVE_GROUP, &e),
+        Err(e) => fail(&hub, &socket, ack, events::LEAVE_GROUP, &e),
     }
 }
 
@@ -188,7 +239,15 @@ pub async fn group_created(
 ) {
     let me = match session::admit(&socket, &hub, EventClass::Rooms, events::GROUP_CREATED) {
         Ok(me) => me,
-        Err(refused) => return refused.reply(socket, ack, events::GROUP_CREATED, Channel::General),
+        Err(refused) => {
+            return refused.reply(
+                &hub.metrics,
+                socket,
+                ack,
+                events::GROUP_CREATED,
+                Channel::General,
+            );
+        }
     };
     let result = async {
         let group = payload::group_id(data)?;
@@ -208,10 +267,12 @@ pub async fn group_created(
     .await;
     match result {
         Ok(g) => reply::ok(
+            &hub.metrics,
+            events::GROUP_CREATED,
             ack,
             obj(json!({ "groupId": g.id, "members": g.members.len() })),
         ),
-        Err(e) => fail(&socket, ack, events::GROUP_CREATED, &e),
+        Err(e) => fail(&hub, &socket, ack, events::GROUP_CREATED, &e),
     }
 }
 

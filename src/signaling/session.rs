@@ -111,15 +111,42 @@ fn socket_ip(socket: &SocketRef, hub: &Hub) -> IpAddr {
     client_ip(peer, &parts.headers, &hub.trusted_proxies)
 }
 
-/// The connect middleware. See the module docs.
+/// The connect middleware. See the module docs. Refusals are counted in
+/// the `handshake_failures` metric by code.
 pub async fn authenticate(
     socket: SocketRef,
     io: SocketIo,
-    TryData(auth): TryData<Value>,
+    auth: TryData<Value>,
     State(hub): State<Arc<Hub>>,
 ) -> Result<(), ConnectError> {
+    let result = admit_socket(socket, io, auth, &hub).await;
+    if let Err(e) = &result {
+        hub.metrics.handshake_failed(e.code());
+    }
+    result
+}
+
+impl ConnectError {
+    /// The stable code (also the `connect_error` message).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::TokenExpired => "token_expired",
+            Self::RateLimited => "rate_limited",
+            Self::TooManyConnections => "too_many_connections",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+async fn admit_socket(
+    socket: SocketRef,
+    io: SocketIo,
+    TryData(auth): TryData<Value>,
+    hub: &Hub,
+) -> Result<(), ConnectError> {
     let auth = auth.ok();
-    let ip = socket_ip(&socket, &hub);
+    let ip = socket_ip(&socket, hub);
     if hub.limits.rates().handshake(ip).is_err() {
         tracing::warn!(reason = "rate_limited", %ip, "handshake refused");
         return Err(ConnectError::RateLimited);
@@ -231,8 +258,16 @@ pub struct Refused {
 impl Refused {
     /// Answers the sender (ack and error event), then disconnects it when it
     /// kept hammering after being limited.
-    pub fn reply(self, socket: SocketRef, ack: AckSender, event: &'static str, channel: Channel) {
+    pub fn reply(
+        self,
+        metrics: &crate::metrics::Metrics,
+        socket: SocketRef,
+        ack: AckSender,
+        event: &'static str,
+        channel: Channel,
+    ) {
         reply::fail(
+            metrics,
             &socket,
             ack,
             event,

@@ -16,5 +16,7 @@ mod handshake;
 mod helpers;
 mod http;
 mod limits;
+mod observability;
 mod startup;
+mod tls;
 mod transport;

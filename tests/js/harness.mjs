@@ -39,7 +39,7 @@ export async function startServer({ env = {}, args = [] } = {}) {
   );
   const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--seed", seed, "--policy", join(here, "policy.toml"), ...args], {
     cwd: ROOT,
-    env: { ...process.env, CALLGATE_JWT_SECRET: SECRET, CALLGATE__LOG__FORMAT: "json", RUST_LOG: "info", ...env },
+    env: { ...process.env, CALLGATE_JWT_SECRET: SECRET, CALLGATE__LOG__FORMAT: "json", RUST_LOG: "debug,socketioxide=warn,engineioxide=warn,hyper=info,h2=info", ...env },
     stdio: ["ignore", "ignore", "pipe"],
   });
   const logs = [];
@@ -74,8 +74,21 @@ export async function startServer({ env = {}, args = [] } = {}) {
       if (child.exitCode !== null) return done();
       child.on("exit", () => done());
       child.kill("SIGTERM");
-    });
+    }).then(() => assertNoSecrets(logs));
   return { url, stop, logs, child };
+}
+
+/**
+ * Throws if the server's captured log lines hold anything secret: a JWT
+ * shape, an argon2 hash, the signing secret or a password.
+ */
+export function assertNoSecrets(logs) {
+  const text = logs.join("\n");
+  const secrets = ["eyJ", "$argon2", SECRET, ...Object.values(USERS).map((u) => u.password)];
+  for (const secret of secrets) {
+    if (text.includes(secret)) throw new Error(`server logs contain ${JSON.stringify(secret.slice(0, 8))}...`);
+  }
+  if (logs.length === 0) throw new Error("no server logs were captured");
 }
 
 /** POST /auth/login; resolves to the session body. */

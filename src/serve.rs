@@ -1,0 +1,394 @@
+//! The accept loop: plain HTTP, or HTTPS/WSS with rustls when `[server.tls]`
+//! names a certificate and a key, served on the listener that
+//! [`crate::app::App::build`] bound.
+//!
+//! - Every accepted socket gets `TCP_NODELAY` (signaling is small messages both
+//!   ways; Nagle plus delayed ACKs added ~16 ms to each reply).
+//! - Handlers see `ConnectInfo<SocketAddr>` in request extensions, over TLS too
+//!   (Socket.IO's `req_parts` included).
+//! - Slow clients: a request's headers must arrive within
+//!   `server.header_read_timeout_secs` (this also closes idle keep-alive
+//!   connections after that time), and a new connection must complete its
+//!   first request within the same time. With TLS the handshake gets that
+//!   time as well, before the first-request clock starts.
+//! - TLS: 1.2 and 1.3, ALPN `h2` and `http/1.1`, ring as the crypto provider.
+//!   The certificate is reloaded on SIGHUP (or [`TlsReloader::reload`])
+//!   without dropping connections; a failed reload keeps the old one.
+//! - Shutdown: stop accepting, run the shutdown hook (close Socket.IO sockets),
+//!   give in-flight connections at most `server.shutdown_grace_secs`.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum_server::Handle;
+use axum_server::Server;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+use crate::config::{Problem, Problems, TlsConfig};
+
+/// ALPN protocols offered, in order of preference.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// How the listener is served.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Time allowed for a request's headers, a new connection's first
+    /// request, and a TLS handshake.
+    pub header_read_timeout: Duration,
+    /// Longest wait for connections to finish after shutdown begins.
+    pub shutdown_grace: Duration,
+    /// The TLS certificate, when TLS is on.
+    pub tls: Option<TlsReloader>,
+}
+
+/// Why a certificate or key could not be loaded. Names the file and the
+/// problem, never any key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+pub struct TlsError {
+    /// The configuration key that names the file.
+    pub key: &'static str,
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl TlsError {
+    fn cert(path: &Path, problem: impl Into<String>) -> Self {
+        Self {
+            key: "server.tls.cert_file",
+            path: path.to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+
+    fn key(path: &Path, problem: impl Into<String>) -> Self {
+        Self {
+            key: "server.tls.key_file",
+            path: path.to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The same error as a configuration problem.
+    pub fn to_problem(&self) -> Problem {
+        let fix = if self.key == "server.tls.cert_file" {
+            "give a PEM certificate chain, leaf first (see certs/README.md)"
+        } else {
+            "give the PEM private key of the certificate (see certs/README.md)"
+        };
+        Problem::new(self.key, self.to_string(), fix)
+    }
+}
+
+/// Reads and checks a certificate chain and its key, building the rustls
+/// configuration served: TLS 1.3 and 1.2, ALPN `h2` then `http/1.1`.
+///
+/// # Errors
+/// An unreadable file, no certificate, no or an unsupported private key, or
+/// a key that is not the leaf certificate's.
+pub fn load_server_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let cert_pem = std::fs::read(cert_file)
+        .map_err(|e| TlsError::cert(cert_file, format!("cannot be read: {e}")))?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::cert(cert_file, "is not valid PEM"))?;
+    if chain.is_empty() {
+        return Err(TlsError::cert(cert_file, "holds no PEM CERTIFICATE block"));
+    }
+    let key_pem = std::fs::read(key_file)
+        .map_err(|e| TlsError::key(key_file, format!("cannot be read: {e}")))?;
+    // Parse errors are reduced to a fixed text: pem::Error can quote input.
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::key(
+            key_file,
+            "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+        ),
+        _ => TlsError::key(key_file, "is not a valid PEM private key"),
+    })?;
+    drop(key_pem);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::cert(cert_file, format!("TLS set-up failed: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            TlsError::key(
+                key_file,
+                format!(
+                    "cannot be used with the certificate in {}: {e}",
+                    cert_file.display()
+                ),
+            )
+        })?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// The served certificate, and the files it is (re)loaded from. Clones share
+/// the certificate: a reload through any clone applies to new handshakes on
+/// the server; connections already open keep theirs.
+#[derive(Clone)]
+pub struct TlsReloader {
+    config: RustlsConfig,
+    cert_file: Arc<PathBuf>,
+    key_file: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for TlsReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsReloader")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsReloader {
+    /// The reloader for `[server.tls]`: `None` when TLS is off (both paths
+    /// empty; [`crate::config::Config::validate`] refuses one without the other).
+    ///
+    /// # Errors
+    /// The certificate or key cannot be used, as a configuration problem.
+    pub async fn from_config(tls: &TlsConfig) -> Result<Option<Self>, Problems> {
+        if tls.cert_file.as_os_str().is_empty() && tls.key_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        Self::load(&tls.cert_file, &tls.key_file)
+            .await
+            .map(Some)
+            .map_err(|e| Problems(vec![e.to_problem()]))
+    }
+
+    /// Loads `cert_file` and `key_file`.
+    ///
+    /// # Errors
+    /// As [`load_server_config`].
+    pub async fn load(cert_file: &Path, key_file: &Path) -> Result<Self, TlsError> {
+        let cert_file = Arc::new(cert_file.to_path_buf());
+        let key_file = Arc::new(key_file.to_path_buf());
+        let config = load_blocking(cert_file.clone(), key_file.clone()).await?;
+        Ok(Self {
+            config: RustlsConfig::from_config(Arc::new(config)),
+            cert_file,
+            key_file,
+        })
+    }
+
+    /// Reads the files again and serves the new certificate to new
+    /// connections. On failure the previous certificate stays and an error
+    /// naming the file is logged. SIGHUP calls this.
+    ///
+    /// # Errors
+    /// As [`load_server_config`].
+    pub async fn reload(&self) -> Result<(), TlsError> {
+        match load_blocking(self.cert_file.clone(), self.key_file.clone()).await {
+            Ok(config) => {
+                self.config.reload_from_config(Arc::new(config));
+                tracing::info!(
+                    cert_file = %self.cert_file.display(),
+                    "TLS certificate reloaded"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "TLS certificate reload failed; still serving the previous certificate"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// The certificate chain file.
+    pub fn cert_file(&self) -> &Path {
+        &self.cert_file
+    }
+
+    /// The private key file.
+    pub fn key_file(&self) -> &Path {
+        &self.key_file
+    }
+}
+
+async fn load_blocking(
+    cert_file: Arc<PathBuf>,
+    key_file: Arc<PathBuf>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let cert = cert_file.clone();
+    tokio::task::spawn_blocking(move || load_server_config(&cert_file, &key_file))
+        .await
+        .unwrap_or_else(|_| Err(TlsError::cert(&cert, "loading panicked")))
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reloads the certificate on each SIGHUP while the guard lives. The handler
+/// is installed before this returns, so a SIGHUP arriving once serving has
+/// begun never takes the default action (terminating the process).
+#[cfg(unix)]
+fn reload_on_sighup(tls: &TlsReloader) -> Option<AbortOnDrop> {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            let tls = tls.clone();
+            Some(AbortOnDrop(tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the TLS certificate");
+                    // `reload` logs the outcome.
+                    let _ = tls.reload().await;
+                }
+            })))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS certificate reload is off");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_tls: &TlsReloader) -> Option<AbortOnDrop> {
+    None
+}
+
+fn log_accept_error(peer: Option<&SocketAddr>, error: &io::Error) {
+    match peer {
+        // TLS handshakes that fail or time out: scanners, wrong trust stores.
+        Some(peer) => tracing::debug!(%peer, %error, "connection set-up failed"),
+        // The listener itself (e.g. out of file descriptors); retried in 50 ms.
+        None => tracing::warn!(%error, "accepting a connection failed"),
+    }
+}
+
+/// Applies the slow-client bounds and the shared handle to a server.
+fn configure<A>(
+    mut server: Server<SocketAddr, A>,
+    settings: &Settings,
+    handle: &Handle<SocketAddr>,
+) -> Server<SocketAddr, A> {
+    // axum-server installs hyper_util's TokioTimer on the HTTP/1 and HTTP/2
+    // builders; header_read_timeout needs it (hyper ignores or panics without).
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(settings.header_read_timeout);
+    server
+        .handle(handle.clone())
+        // Covers the time hyper takes to tell HTTP/1 from HTTP/2 (unbounded
+        // otherwise) and a client that connects and sends nothing.
+        .first_request_timeout(settings.header_read_timeout)
+        .accept_error_handler(log_accept_error)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; then stops
+/// accepting, runs `on_shutdown` (which closes the Socket.IO sockets) and
+/// waits at most `settings.shutdown_grace` for it and for open connections,
+/// dropping whatever is left.
+///
+/// # Errors
+/// When the server fails (accept errors are logged and retried, not returned).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+    on_shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let handle = Handle::<SocketAddr>::new();
+    let grace = settings.shutdown_grace;
+    match &settings.tls {
+        Some(tls) => {
+            let _sighup = reload_on_sighup(tls);
+            tracing::info!(
+                cert_file = %tls.cert_file().display(),
+                "TLS on: HTTPS and WSS (TLS 1.2 and 1.3; ALPN h2, http/1.1)"
+            );
+            let acceptor = RustlsAcceptor::new(tls.config.clone())
+                .handshake_timeout(settings.header_read_timeout)
+                .acceptor(NoDelayAcceptor::new());
+            let server = configure(
+                Server::from_listener(listener).acceptor(acceptor),
+                &settings,
+                &handle,
+            );
+            drive(
+                server.serve(make_service),
+                &handle,
+                grace,
+                shutdown,
+                on_shutdown,
+            )
+            .await
+        }
+        None => {
+            let server = configure(
+                Server::from_listener(listener).acceptor(NoDelayAcceptor::new()),
+                &settings,
+                &handle,
+            );
+            drive(
+                server.serve(make_service),
+                &handle,
+                grace,
+                shutdown,
+                on_shutdown,
+            )
+            .await
+        }
+    }
+}
+
+/// Runs `serving` until `shutdown`, then shuts down within `grace`.
+async fn drive(
+    serving: impl Future<Output = io::Result<()>>,
+    handle: &Handle<SocketAddr>,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+    on_shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    tokio::pin!(serving);
+    tokio::select! {
+        res = &mut serving => return res,
+        () = shutdown => {}
+    }
+    tracing::info!("shutting down: no new connections; closing sockets");
+    // Stops the accept loop and drops the listener at once; idle keep-alive
+    // connections close; requests in flight may finish.
+    handle.graceful_shutdown(Some(grace));
+    let drained = async {
+        let ((), res) = tokio::join!(on_shutdown, &mut serving);
+        res
+    };
+    match tokio::time::timeout(grace, drained).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!("shutdown grace period over; dropping remaining connections");
+            handle.shutdown();
+            Ok(())
+        }
+    }
+}
