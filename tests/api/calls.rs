@@ -806,3 +806,55 @@ async fn an_unanswered_group_call_ends_at_the_timeout() {
     }
     assert_eq!(t.server.registry_sizes(), (0, 0, 0, 0, 0));
 }
+
+#[tokio::test]
+async fn a_group_participant_who_does_not_come_back_leaves_the_call() {
+    let mut t = team_with(short_timers).await;
+    let call = group_ring(&mut t).await;
+    let id = json!({"callId": call["callId"]});
+    assert!(ok(&t.b.emit_ack("acceptVideoCall", id.clone()).await));
+    assert!(ok(&t.c.emit_ack("acceptVideoCall", id).await));
+    t.a.drain().await;
+    t.b.drain().await;
+    let Team {
+        mut a,
+        mut b,
+        c,
+        carol,
+        server,
+        ..
+    } = t;
+    c.disconnect().await;
+    for s in [&mut a, &mut b] {
+        assert_eq!(
+            s.next("groupCallParticipantLeft").await["userId"],
+            carol.id.as_str()
+        );
+    }
+    assert_eq!(server.registry_sizes().0, 1, "the others go on");
+}
+
+#[tokio::test]
+async fn a_group_caller_who_vanishes_while_ringing_cancels_the_call() {
+    let mut t = team_with(|p| {
+        short_timers(p);
+        p.calls.ring_timeout_secs = 30;
+    })
+    .await;
+    group_ring(&mut t).await;
+    let Team {
+        a,
+        mut b,
+        mut c,
+        server,
+        ..
+    } = t;
+    a.disconnect().await;
+    for s in [&mut b, &mut c] {
+        assert_eq!(
+            s.next("videoCallEnded").await["reason"],
+            "caller_disconnected"
+        );
+    }
+    assert_eq!(server.registry_sizes(), (0, 0, 0, 0, 0));
+}

@@ -331,3 +331,37 @@ async fn events_emitted_on_connect_are_never_dropped() {
         let _ = client.disconnect().await;
     }
 }
+
+#[tokio::test]
+async fn eddsa_tokens_are_issued_at_login_and_accepted_at_the_handshake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("ed25519");
+    let private = dir.path().join("jwt-ed25519.pem");
+    let public = dir.path().join("jwt-ed25519.pub.pem");
+    std::fs::write(&private, key.serialize_pem()).expect("write");
+    std::fs::write(&public, key.public_key_pem()).expect("write");
+    let server = TestServer::spawn_with(|c| {
+        c.auth.algorithm = callgate::config::IssuerAlgorithm::EdDSA;
+        c.auth.ed25519_private_key_file = private.clone();
+        c.auth.ed25519_public_key_file = public.clone();
+    })
+    .await;
+    let alice = server.seed_user("alice").await;
+    let (status, body) = server
+        .post(
+            "/auth/login",
+            None,
+            &json!({"username": "alice", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().expect("token");
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    assert!(TestClient::connect(&server, Some(token)).await.is_ok());
+    // An HS256 token signed with the old shared secret no longer works.
+    assert_eq!(
+        outcome(&server, &server.token(&alice)).await,
+        Err("unauthorized".into())
+    );
+}
