@@ -49,7 +49,10 @@ async fn deliver(io: &SocketIo, emits: Vec<Emit>) {
     for emit in emits {
         match emit.to {
             To::User(user) => {
-                if let Err(e) = io
+                let Some(ns) = rooms::namespace(io) else {
+                    return;
+                };
+                if let Err(e) = ns
                     .to(rooms::user_room(&user))
                     .emit(emit.event, &emit.payload)
                     .await
@@ -58,14 +61,14 @@ async fn deliver(io: &SocketIo, emits: Vec<Emit>) {
                 }
             }
             To::UserExcept(user, sid) => {
-                for socket in io.within(rooms::user_room(&user)).sockets() {
+                for socket in rooms::user_sockets(io, &user) {
                     if socket.id != sid {
                         let _ = socket.emit(emit.event, &emit.payload);
                     }
                 }
             }
             To::Socket(sid) => {
-                if let Some(socket) = io.get_socket(sid) {
+                if let Some(socket) = rooms::namespace(io).and_then(|ns| ns.get_socket(sid)) {
                     let _ = socket.emit(emit.event, &emit.payload);
                 }
             }
@@ -75,7 +78,7 @@ async fn deliver(io: &SocketIo, emits: Vec<Emit>) {
 
 /// Whether `user` has a connected socket on this node.
 pub fn is_online(io: &SocketIo, user: &UserId) -> bool {
-    !io.within(rooms::user_room(user)).sockets().is_empty()
+    !rooms::user_sockets(io, user).is_empty()
 }
 
 fn spawn_timer(io: SocketIo, hub: Arc<Hub>, after: std::time::Duration, timer: Timer) {
@@ -427,9 +430,7 @@ pub async fn on_disconnect(
     };
     tracing::debug!(user_id = %me.user_id, ?reason, "socket disconnected");
     // The disconnecting socket is still in its rooms while this runs.
-    let others = io
-        .within(rooms::user_room(&me.user_id))
-        .sockets()
+    let others = rooms::user_sockets(&io, &me.user_id)
         .into_iter()
         .filter(|s| s.id != socket.id)
         .count();

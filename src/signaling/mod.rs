@@ -84,7 +84,10 @@ impl Hub {
 /// (`serverShutdown`), then closes them all.
 pub async fn shutdown(io: &SocketIo) {
     let notice = serde_json::json!({ "code": "server_shutdown", "message": "the server is restarting; reconnect shortly" });
-    if let Err(e) = io.emit(events::SERVER_SHUTDOWN, &notice).await {
+    let Some(ns) = rooms::namespace(io) else {
+        return;
+    };
+    if let Err(e) = ns.emit(events::SERVER_SHUTDOWN, &notice).await {
         tracing::debug!(error = %e, "shutdown notice not delivered to every socket");
     }
     io.close().await;

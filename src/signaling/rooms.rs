@@ -31,16 +31,32 @@ pub fn group_room(group: &GroupId) -> String {
     format!("{GROUP_PREFIX}{group}")
 }
 
+/// The default namespace, or `None` once the server has closed it
+/// (socketioxide's `io.to`, `io.within` and `io.get_socket` panic then, and
+/// disconnects can still be running during a shutdown).
+pub fn namespace(io: &SocketIo) -> Option<socketioxide::operators::BroadcastOperators> {
+    io.of("/")
+}
+
+/// Every live socket of `user`.
+pub fn user_sockets(io: &SocketIo, user: &UserId) -> Vec<socketioxide::extract::SocketRef> {
+    namespace(io)
+        .map(|ns| ns.within(user_room(user)).sockets())
+        .unwrap_or_default()
+}
+
 /// Joins every live socket of `user` to the group's room.
 pub async fn join_group(io: &SocketIo, user: &UserId, group: &GroupId) {
-    if let Err(e) = io.to(user_room(user)).join(group_room(group)).await {
+    let Some(ns) = namespace(io) else { return };
+    if let Err(e) = ns.to(user_room(user)).join(group_room(group)).await {
         tracing::warn!(error = ?e, "could not join sockets to group room");
     }
 }
 
 /// Removes every live socket of `user` from the group's room.
 pub async fn leave_group(io: &SocketIo, user: &UserId, group: &GroupId) {
-    if let Err(e) = io.to(user_room(user)).leave(group_room(group)).await {
+    let Some(ns) = namespace(io) else { return };
+    if let Err(e) = ns.to(user_room(user)).leave(group_room(group)).await {
         tracing::warn!(error = ?e, "could not remove sockets from group room");
     }
 }

@@ -225,7 +225,7 @@ fn spawn_expiry(
     let wait = Duration::from_secs(expires_at.saturating_sub(now_secs()));
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
-        if let Some(socket) = io.get_socket(sid) {
+        if let Some(socket) = super::rooms::namespace(&io).and_then(|ns| ns.get_socket(sid)) {
             let error = ClientError::new(ErrorCode::TokenExpired);
             let _ = socket.emit(
                 events::TOKEN_EXPIRED,
