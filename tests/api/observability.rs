@@ -159,4 +159,11 @@ async fn shutdown_tells_every_socket_before_closing_it() {
             .await
             .is_err()
     );
+    // Disconnects and timers still running then must not panic on the
+    // missing namespace (socketioxide's io.within/io.to would).
+    assert!(!callgate::signaling::calls::is_online(&server.io, &alice.id));
+    assert!(callgate::signaling::rooms::user_sockets(&server.io, &alice.id).is_empty());
+    let group = server.seed_group("Team", &alice, &[]).await;
+    callgate::signaling::rooms::join_group(&server.io, &alice.id, &group.id).await;
+    callgate::signaling::shutdown(&server.io).await;
 }
