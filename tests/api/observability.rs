@@ -161,7 +161,9 @@ async fn shutdown_tells_every_socket_before_closing_it() {
     );
     // Disconnects and timers still running then must not panic on the
     // missing namespace (socketioxide's io.within/io.to would).
-    assert!(!callgate::signaling::calls::is_online(&server.io, &alice.id));
+    assert!(!callgate::signaling::calls::is_online(
+        &server.io, &alice.id
+    ));
     assert!(callgate::signaling::rooms::user_sockets(&server.io, &alice.id).is_empty());
     let group = server.seed_group("Team", &alice, &[]).await;
     callgate::signaling::rooms::join_group(&server.io, &alice.id, &group.id).await;
