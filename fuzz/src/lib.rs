@@ -248,6 +248,36 @@ mod tests {
     use super::*;
 
     #[test]
+    #[should_panic(expected = "echoes input")]
+    fn an_echo_is_caught() {
+        check_message(
+            "user id abcdefghij is bad",
+            &["abcdefghij".to_string()],
+            &Vocabulary::default(),
+        );
+    }
+
+    #[test]
+    fn fixed_text_and_short_strings_are_not_echoes() {
+        let mut v = Vocabulary::default();
+        v.learn("receiverId must be a string");
+        let inputs = ["receiverId", "must be a string", "a string"].map(String::from);
+        check_message("receiverId must be a string", &inputs, &v);
+    }
+
+    #[test]
+    #[should_panic(expected = "bytes")]
+    fn a_long_message_is_caught() {
+        check_message(&"x".repeat(200), &[], &Vocabulary::default());
+    }
+
+    #[test]
+    #[should_panic(expected = "probe input echoed")]
+    fn an_echoing_probe_is_caught() {
+        Vocabulary::default().learn(&format!("bad {PROBE_MARK}QQQ"));
+    }
+
+    #[test]
     fn hmac_matches_rfc4231_case_2() {
         let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
         let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
