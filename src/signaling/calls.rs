@@ -131,22 +131,15 @@ pub async fn initiate_video_call(
     io: SocketIo,
     State(hub): State<Arc<Hub>>,
 ) {
-    let me = match session::admit(
+    let Some((me, ack)) = session::admitted(
         &socket,
         &hub,
         EventClass::CallInitiate,
         events::INITIATE_VIDEO_CALL,
-    ) {
-        Ok(me) => me,
-        Err(refused) => {
-            return refused.reply(
-                &hub.metrics,
-                socket,
-                ack,
-                events::INITIATE_VIDEO_CALL,
-                Channel::Call,
-            );
-        }
+        Channel::Call,
+        ack,
+    ) else {
+        return;
     };
     let mut ctx = Map::new();
     let result = initiate_direct(&socket, me, data, &io, &hub, &mut ctx).await;
@@ -233,22 +226,15 @@ pub async fn initiate_group_video_call(
     io: SocketIo,
     State(hub): State<Arc<Hub>>,
 ) {
-    let me = match session::admit(
+    let Some((me, ack)) = session::admitted(
         &socket,
         &hub,
         EventClass::CallInitiate,
         events::INITIATE_GROUP_VIDEO_CALL,
-    ) {
-        Ok(me) => me,
-        Err(refused) => {
-            return refused.reply(
-                &hub.metrics,
-                socket,
-                ack,
-                events::INITIATE_GROUP_VIDEO_CALL,
-                Channel::Call,
-            );
-        }
+        Channel::Call,
+        ack,
+    ) else {
+        return;
     };
     let mut ctx = Map::new();
     let result = initiate_group(&socket, me, data, &hub, &mut ctx).await;
@@ -347,9 +333,15 @@ async fn control(
         Control::Reject => events::REJECT_VIDEO_CALL,
         Control::End => events::END_VIDEO_CALL,
     };
-    let me = match session::admit(&socket, &hub, EventClass::CallControl, event) {
-        Ok(me) => me,
-        Err(refused) => return refused.reply(&hub.metrics, socket, ack, event, Channel::Call),
+    let Some((me, ack)) = session::admitted(
+        &socket,
+        &hub,
+        EventClass::CallControl,
+        event,
+        Channel::Call,
+        ack,
+    ) else {
+        return;
     };
     let user_id = me.user_id.clone();
     let mut ctx = Map::new();

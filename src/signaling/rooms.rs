@@ -99,17 +99,15 @@ pub async fn user_online(
     ack: AckSender,
     State(hub): State<Arc<Hub>>,
 ) {
-    let me = match session::admit(&socket, &hub, EventClass::Rooms, events::USER_ONLINE) {
-        Ok(me) => me,
-        Err(refused) => {
-            return refused.reply(
-                &hub.metrics,
-                socket,
-                ack,
-                events::USER_ONLINE,
-                Channel::General,
-            );
-        }
+    let Some((me, ack)) = session::admitted(
+        &socket,
+        &hub,
+        EventClass::Rooms,
+        events::USER_ONLINE,
+        Channel::General,
+        ack,
+    ) else {
+        return;
     };
     let result = async {
         let claimed = payload::own_user_id(data)?;
@@ -146,17 +144,15 @@ pub async fn join_video_room(
     ack: AckSender,
     State(hub): State<Arc<Hub>>,
 ) {
-    let me = match session::admit(&socket, &hub, EventClass::Rooms, events::JOIN_VIDEO_ROOM) {
-        Ok(me) => me,
-        Err(refused) => {
-            return refused.reply(
-                &hub.metrics,
-                socket,
-                ack,
-                events::JOIN_VIDEO_ROOM,
-                Channel::General,
-            );
-        }
+    let Some((me, ack)) = session::admitted(
+        &socket,
+        &hub,
+        EventClass::Rooms,
+        events::JOIN_VIDEO_ROOM,
+        Channel::General,
+        ack,
+    ) else {
+        return;
     };
     let result = (|| {
         let claimed = payload::own_user_id(data)?;
@@ -176,17 +172,15 @@ pub async fn join_group_event(
     ack: AckSender,
     State(hub): State<Arc<Hub>>,
 ) {
-    let me = match session::admit(&socket, &hub, EventClass::Rooms, events::JOIN_GROUP) {
-        Ok(me) => me,
-        Err(refused) => {
-            return refused.reply(
-                &hub.metrics,
-                socket,
-                ack,
-                events::JOIN_GROUP,
-                Channel::General,
-            );
-        }
+    let Some((me, ack)) = session::admitted(
+        &socket,
+        &hub,
+        EventClass::Rooms,
+        events::JOIN_GROUP,
+        Channel::General,
+        ack,
+    ) else {
+        return;
     };
     let result = async {
         let group = payload::group_id(data)?;
@@ -220,15 +214,16 @@ pub async fn leave_group_event(
     ack: AckSender,
     State(hub): State<Arc<Hub>>,
 ) {
-    if let Err(refused) = session::admit(&socket, &hub, EventClass::Rooms, events::LEAVE_GROUP) {
-        return refused.reply(
-            &hub.metrics,
-            socket,
-            ack,
-            events::LEAVE_GROUP,
-            Channel::General,
-        );
-    }
+    let Some((_, ack)) = session::admitted(
+        &socket,
+        &hub,
+        EventClass::Rooms,
+        events::LEAVE_GROUP,
+        Channel::General,
+        ack,
+    ) else {
+        return;
+    };
     let result = payload::group_id(data);
     match result {
         Ok(group) => {
@@ -253,17 +248,15 @@ pub async fn group_created(
     io: SocketIo,
     State(hub): State<Arc<Hub>>,
 ) {
-    let me = match session::admit(&socket, &hub, EventClass::Rooms, events::GROUP_CREATED) {
-        Ok(me) => me,
-        Err(refused) => {
-            return refused.reply(
-                &hub.metrics,
-                socket,
-                ack,
-                events::GROUP_CREATED,
-                Channel::General,
-            );
-        }
+    let Some((me, ack)) = session::admitted(
+        &socket,
+        &hub,
+        EventClass::Rooms,
+        events::GROUP_CREATED,
+        Channel::General,
+        ack,
+    ) else {
+        return;
     };
     let result = async {
         let group = payload::group_id(data)?;

@@ -332,6 +332,25 @@ pub fn admit(
     }
 }
 
+/// [`admit`], answering the refusal itself: `None` means the event was
+/// refused and answered, and the handler has nothing more to do.
+pub fn admitted(
+    socket: &SocketRef,
+    hub: &Hub,
+    class: EventClass,
+    event: &'static str,
+    channel: Channel,
+    ack: AckSender,
+) -> Option<(Session, AckSender)> {
+    match admit(socket, hub, class, event) {
+        Ok(me) => Some((me, ack)),
+        Err(refused) => {
+            refused.reply(&hub.metrics, socket.clone(), ack, event, channel);
+            None
+        }
+    }
+}
+
 /// The session of a socket that passed the handshake, refusing events once the
 /// token has expired.
 ///
