@@ -178,6 +178,7 @@ impl App {
             .max_payload(sio.max_payload_bytes)
             .ws_max_message_size(sio.ws_max_message_bytes)
             .ws_max_frame_size(sio.ws_max_frame_bytes)
+            .ws_read_buffer_size(sio.ws_read_buffer_bytes)
             .max_buffer_size(sio.max_buffer_size);
         builder = match transports(&sio.transports).as_slice() {
             [TransportType::Websocket] => builder.transports([TransportType::Websocket]),
@@ -200,6 +201,7 @@ impl App {
         };
         let router = http::api_router(api, config.server.body_limit_bytes)
             .layer(sio_layer)
+            .layer(axum::middleware::from_fn(http::head::detach))
             .layer(axum::middleware::from_fn_with_state(
                 http::origin::AllowedOrigins::new(&config.server.allowed_origins),
                 http::origin::check,

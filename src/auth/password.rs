@@ -1,22 +1,28 @@
 //! argon2id password hashing, kept off the async worker threads.
 //!
 //! Hashing costs ~15 ms of CPU at the OWASP parameters. Run inline, a login
-//! storm would stall every socket on the same worker; so each job runs on the
-//! blocking pool behind a semaphore sized to the cores, and a request that
-//! cannot get a slot in time answers `server_busy` instead of queueing forever.
+//! storm would stall every socket on the same worker; so each job runs on a
+//! small pool of dedicated threads (one fewer than the cores, at least one)
+//! behind a semaphore of the same size, and a request that cannot get a slot
+//! in time answers `server_busy` instead of queueing forever. The pool's
+//! threads run at a lowered scheduling priority (`password.worker_priority`,
+//! `SCHED_IDLE` by default), so when hashing and signaling want the same core
+//! the kernel runs signaling first: a login storm slows logins, not calls.
 //!
 //! An unknown username is verified against a dummy hash made at start-up with
 //! the same parameters, so neither the answer nor its timing tells which
 //! usernames exist.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
-use crate::config::PasswordConfig;
+use crate::config::{PasswordConfig, WorkerPriority};
 use crate::domain::Password;
 
 /// Why a hashing job did not run.
@@ -45,8 +51,71 @@ pub struct PasswordHasher {
     params: Params,
     ceiling: Ceiling,
     slots: Arc<Semaphore>,
+    workers: mpsc::Sender<Job>,
     queue_timeout: Duration,
     dummy_hash: Arc<str>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Starts `count` hashing threads at `priority`, fed from one queue. They
+/// exit when the last sender (the last clone of the hasher) is dropped.
+fn spawn_workers(count: usize, priority: WorkerPriority) -> std::io::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..count {
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("callgate-argon2-{i}"))
+            .spawn(move || {
+                lower_priority(priority);
+                loop {
+                    let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    let Ok(job) = next else { return };
+                    // A panicking job drops its reply sender (the caller sees
+                    // `Internal`); the thread lives on for the next job.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                }
+            })?;
+    }
+    Ok(tx)
+}
+
+/// Moves the calling thread to `priority`. Lowering needs no privilege;
+/// failing only costs fairness, so it is logged, not fatal.
+fn lower_priority(priority: WorkerPriority) {
+    #[cfg(unix)]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let policy = match priority {
+            WorkerPriority::Idle => NormalThreadSchedulePolicy::Idle,
+            WorkerPriority::Low => NormalThreadSchedulePolicy::Other,
+            WorkerPriority::Normal => return,
+        };
+        let set = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(policy),
+        );
+        if let Err(e) = set {
+            tracing::warn!(error = ?e, "could not lower the password workers' priority");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = priority;
+}
+
+/// The number of hashing threads: `configured`, or one fewer than the cores
+/// (at least one) so hashing can never hold every core.
+fn worker_count(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.saturating_sub(1).max(1)
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -97,11 +166,9 @@ impl PasswordHasher {
     /// When the parameters are invalid.
     pub fn new(config: &PasswordConfig) -> Result<Self, argon2::Error> {
         let params = params(config)?;
-        let slots = if config.max_concurrent == 0 {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        } else {
-            config.max_concurrent
-        };
+        let slots = worker_count(config.max_concurrent);
+        let workers = spawn_workers(slots, config.worker_priority)
+            .map_err(|_| argon2::Error::AlgorithmInvalid)?;
         let dummy_hash = hash_blocking(&params, &uuid::Uuid::new_v4().to_string())
             .map_err(|_| argon2::Error::AlgorithmInvalid)?;
         Ok(Self {
@@ -112,6 +179,7 @@ impl PasswordHasher {
                 parallelism: config.max_parallelism,
             },
             slots: Arc::new(Semaphore::new(slots)),
+            workers,
             queue_timeout: Duration::from_millis(config.queue_timeout_ms),
             dummy_hash: Arc::from(dummy_hash),
         })
@@ -125,13 +193,14 @@ impl PasswordHasher {
             .await
             .map_err(|_| PasswordError::Busy)?
             .map_err(|_| PasswordError::Internal)?;
-        tokio::task::spawn_blocking(move || {
-            let out = job();
-            drop(permit);
-            out
-        })
-        .await
-        .map_err(|_| PasswordError::Internal)
+        let (reply, answer) = oneshot::channel();
+        self.workers
+            .send(Box::new(move || {
+                let _ = reply.send(job());
+                drop(permit);
+            }))
+            .map_err(|_| PasswordError::Internal)?;
+        answer.await.map_err(|_| PasswordError::Internal)
     }
 
     /// Hashes a new password.
@@ -213,6 +282,7 @@ mod tests {
             max_iterations: 4,
             max_parallelism: 1,
             max_concurrent: 2,
+            worker_priority: WorkerPriority::Idle,
             queue_timeout_ms: 1000,
         }
     }
@@ -251,6 +321,52 @@ mod tests {
             hasher.verify(pw("correct horse"), Some(hash)).await,
             Ok(false)
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn jobs_run_on_named_threads_at_the_configured_priority() {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
+        };
+        let where_jobs_run = |priority| async move {
+            let hasher = PasswordHasher::new(&PasswordConfig {
+                worker_priority: priority,
+                ..config()
+            })
+            .expect("hasher");
+            hasher
+                .run(|| {
+                    (
+                        std::thread::current().name().map(str::to_owned),
+                        thread_schedule_policy().ok(),
+                    )
+                })
+                .await
+                .expect("job ran")
+        };
+        let (name, policy) = where_jobs_run(WorkerPriority::Idle).await;
+        assert!(name.is_some_and(|n| n.starts_with("callgate-argon2-")));
+        assert_eq!(
+            policy,
+            Some(ThreadSchedulePolicy::Normal(
+                NormalThreadSchedulePolicy::Idle
+            ))
+        );
+        let (_, policy) = where_jobs_run(WorkerPriority::Normal).await;
+        assert_ne!(
+            policy,
+            Some(ThreadSchedulePolicy::Normal(
+                NormalThreadSchedulePolicy::Idle
+            ))
+        );
+    }
+
+    #[test]
+    fn the_default_pool_leaves_a_core_for_signaling() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(worker_count(0), cores.saturating_sub(1).max(1));
+        assert_eq!(worker_count(3), 3);
     }
 
     #[tokio::test]

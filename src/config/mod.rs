@@ -215,10 +215,25 @@ pub struct PasswordConfig {
     pub max_memory_kib: u32,
     pub max_iterations: u32,
     pub max_parallelism: u32,
-    /// Concurrent hashing jobs (0: one per core).
+    /// Concurrent hashing jobs (0: cores − 1, at least 1).
     pub max_concurrent: usize,
+    /// Scheduling priority of the hashing threads.
+    pub worker_priority: WorkerPriority,
     /// Wait for a hashing slot before answering `server_busy`.
     pub queue_timeout_ms: u64,
+}
+
+/// How the password hashing threads are scheduled against everything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerPriority {
+    /// `SCHED_IDLE`: run only on CPU time nothing else wants; a waking
+    /// signaling thread preempts a hash at once.
+    Idle,
+    /// Nice 19: the lowest ordinary priority.
+    Low,
+    /// The server's own priority.
+    Normal,
 }
 
 /// `[socketio]`.
@@ -232,6 +247,8 @@ pub struct SocketIoConfig {
     pub max_payload_bytes: u64,
     pub ws_max_message_bytes: usize,
     pub ws_max_frame_bytes: usize,
+    /// Initial websocket read buffer per socket (it grows for larger messages).
+    pub ws_read_buffer_bytes: usize,
     pub max_buffer_size: usize,
     pub transports: Vec<Transport>,
 }
@@ -650,6 +667,13 @@ impl Config {
                 "socketio.max_payload_bytes",
                 "payload, message and frame limits must be at least 1024",
                 "use the default 65536",
+            );
+        }
+        if !(256..=65_536).contains(&s.ws_read_buffer_bytes) {
+            bad(
+                "socketio.ws_read_buffer_bytes",
+                "must be 256 to 65536",
+                "use the default 1024",
             );
         }
         if s.max_buffer_size == 0 {

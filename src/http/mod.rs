@@ -8,6 +8,7 @@ pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod groups;
+pub mod head;
 pub mod health;
 pub mod origin;
 
