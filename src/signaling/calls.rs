@@ -13,11 +13,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
-use socketioxide::socket::DisconnectReason;
+use socketioxide::socket::{DisconnectReason, Sid};
 
 use super::payload::{InitiateDirect, InitiateGroup};
 use super::registry::{Emit, Outcome, Refusal, Timer, To, Transition};
-use super::reply::{self, Channel};
+use super::reply::{self, Channel, WantsAck};
 use super::{Hub, events, payload, rooms, session};
 use crate::domain::call::Party;
 use crate::domain::{GroupId, UserId};
@@ -128,6 +128,7 @@ pub async fn initiate_video_call(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack: AckSender,
+    WantsAck(wants_ack): WantsAck,
     io: SocketIo,
     State(hub): State<Arc<Hub>>,
 ) {
@@ -142,7 +143,8 @@ pub async fn initiate_video_call(
         return;
     };
     let mut ctx = Map::new();
-    let result = initiate_direct(&socket, me, data, &io, &hub, &mut ctx).await;
+    let ring = (!wants_ack).then_some(socket.id);
+    let result = initiate_direct(me, data, &io, &hub, ring, &mut ctx).await;
     conclude(
         &socket,
         ack,
@@ -156,11 +158,11 @@ pub async fn initiate_video_call(
 }
 
 async fn initiate_direct(
-    socket: &SocketRef,
     me: session::Session,
     data: Result<Value, impl std::fmt::Display>,
     io: &SocketIo,
     hub: &Arc<Hub>,
+    ring: Option<Sid>,
     ctx: &mut Map<String, Value>,
 ) -> Transition {
     let InitiateDirect {
@@ -215,7 +217,7 @@ async fn initiate_direct(
         id: callee.id,
         name: callee.display_name,
     };
-    hub.with_calls(|calls| calls.initiate_direct(me_party(&me), callee, room, socket.id))
+    hub.with_calls(|calls| calls.initiate_direct(me_party(&me), callee, room, ring))
 }
 
 /// `initiateGroupVideoCall({groupId, roomName?})`.
@@ -223,6 +225,7 @@ pub async fn initiate_group_video_call(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack: AckSender,
+    WantsAck(wants_ack): WantsAck,
     io: SocketIo,
     State(hub): State<Arc<Hub>>,
 ) {
@@ -237,7 +240,8 @@ pub async fn initiate_group_video_call(
         return;
     };
     let mut ctx = Map::new();
-    let result = initiate_group(&socket, me, data, &hub, &mut ctx).await;
+    let ring = (!wants_ack).then_some(socket.id);
+    let result = initiate_group(me, data, &hub, ring, &mut ctx).await;
     conclude(
         &socket,
         ack,
@@ -251,10 +255,10 @@ pub async fn initiate_group_video_call(
 }
 
 async fn initiate_group(
-    socket: &SocketRef,
     me: session::Session,
     data: Result<Value, impl std::fmt::Display>,
     hub: &Arc<Hub>,
+    ring: Option<Sid>,
     ctx: &mut Map<String, Value>,
 ) -> Transition {
     let InitiateGroup {
@@ -302,13 +306,7 @@ async fn initiate_group(
         }
     }
     hub.with_calls(|calls| {
-        calls.initiate_group(
-            me_party(&me),
-            (group.id, group.name),
-            invitees,
-            room,
-            socket.id,
-        )
+        calls.initiate_group(me_party(&me), (group.id, group.name), invitees, room, ring)
     })
 }
 

@@ -190,6 +190,16 @@ fn ended(call: &Call, reason: Reason) -> Value {
     record_with(call, &[("reason", json!(reason.as_str()))])
 }
 
+/// `videoCallRinging` to the initiating socket, when it asked for no ack (the
+/// seed's frontend): otherwise the ack already carries the same record.
+fn ringing(to: Option<Sid>, record: &Value) -> Option<Emit> {
+    to.map(|sid| Emit {
+        to: To::Socket(sid),
+        event: events::VIDEO_CALL_RINGING,
+        payload: record.clone(),
+    })
+}
+
 fn as_map(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
@@ -403,7 +413,7 @@ impl Registry {
         caller: Party,
         callee: Party,
         room: Option<RoomName>,
-        sender: Sid,
+        ring: Option<Sid>,
     ) -> Transition {
         if self.policy.busy == BusyRule::Reject && self.is_busy(&callee.id) {
             return Err(ErrorCode::Busy.into());
@@ -431,20 +441,15 @@ impl Registry {
             target: CallTarget::Direct { callee },
         };
         let record = record_with(&call, &[]);
+        let mut emits = vec![Emit {
+            to: To::User(callee_id),
+            event: events::INCOMING_VIDEO_CALL,
+            payload: record.clone(),
+        }];
+        emits.extend(ringing(ring, &record));
         let out = Outcome {
-            ack: as_map(record.clone()),
-            emits: vec![
-                Emit {
-                    to: To::User(callee_id),
-                    event: events::INCOMING_VIDEO_CALL,
-                    payload: record.clone(),
-                },
-                Emit {
-                    to: To::Socket(sender),
-                    event: events::VIDEO_CALL_RINGING,
-                    payload: record,
-                },
-            ],
+            ack: as_map(record),
+            emits,
             timers: vec![(
                 secs(self.policy.ring_timeout_secs),
                 Timer::RingTimeout(call.id),
@@ -467,7 +472,7 @@ impl Registry {
         group: (GroupId, GroupName),
         invitees: Vec<Party>,
         room: Option<RoomName>,
-        sender: Sid,
+        ring: Option<Sid>,
     ) -> Transition {
         if let Some(call) = self
             .by_group
@@ -532,11 +537,7 @@ impl Registry {
                 payload: record.clone(),
             })
             .collect();
-        emits.push(Emit {
-            to: To::Socket(sender),
-            event: events::VIDEO_CALL_RINGING,
-            payload: record.clone(),
-        });
+        emits.extend(ringing(ring, &record));
         let out = Outcome {
             ack: as_map(record),
             emits,

@@ -1,8 +1,14 @@
 //! Answers to client events: an ack (`{ok: true, ...}` or `{ok: false, error}`)
 //! and, for clients that send no ack, an error event on the sending socket.
 
+use std::convert::Infallible;
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::handler::FromMessageParts;
+use socketioxide::socket::Socket;
 
 use super::events;
 use crate::error::ClientError;
@@ -15,6 +21,23 @@ pub enum Channel {
     Call,
     /// Other events: `error {code, message, event}`.
     General,
+}
+
+/// Extractor: whether the client asked for an ack with this event, so a
+/// success the ack already carries need not be sent again as an event.
+#[derive(Debug, Clone, Copy)]
+pub struct WantsAck(pub bool);
+
+impl<A: Adapter> FromMessageParts<A> for WantsAck {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        _: &Arc<Socket<A>>,
+        _: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        Ok(Self(ack_id.is_some()))
+    }
 }
 
 /// Sends `{ok: true, ...fields}` as the ack.

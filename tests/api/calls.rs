@@ -55,7 +55,6 @@ async fn ring(p: &mut Pair) -> Value {
             .await;
     assert!(ok(&ack), "{ack}");
     p.b.next("incomingVideoCall").await;
-    p.a.next("videoCallRinging").await;
     ack
 }
 
@@ -90,8 +89,32 @@ async fn a_direct_call_rings_every_callee_socket_with_server_made_fields() {
         assert_ne!(incoming["timestamp"], "2025-08-06T00:00:00Z");
         assert!(incoming.get("socketId").is_none() && incoming.get("callerSocketId").is_none());
     }
+    // The ack carried the record: no videoCallRinging repeats it.
+    p.a.assert_silent("the caller, who asked for an ack").await;
+}
+
+#[tokio::test]
+async fn a_caller_without_an_ack_learns_the_call_id_from_videocallringing() {
+    // The seed's frontend emits initiateVideoCall without a callback.
+    let mut p = pair().await;
+    let mut a2 = p.server.connect(&p.alice).await;
+    p.a.emit("initiateVideoCall", json!({"receiverId": p.bob.id}))
+        .await;
+    let incoming = p.b.next("incomingVideoCall").await;
     let ringing = p.a.next("videoCallRinging").await;
-    assert_eq!(ringing["callId"], call_id.as_str());
+    assert_eq!(ringing["callId"], incoming["callId"]);
+    assert_eq!(ringing["receiverId"], p.bob.id.as_str());
+    // Only the initiating socket: the caller's other device is not told.
+    a2.assert_silent("the caller's other socket").await;
+
+    p.a.emit(
+        "initiateGroupVideoCall",
+        json!({"groupId": "000000000000000000000000"}),
+    )
+    .await;
+    let failed = p.a.next("videoCallFailed").await;
+    assert_eq!(failed["code"], "not_found");
+    p.a.assert_silent("a caller whose initiate failed").await;
 }
 
 #[tokio::test]
@@ -601,7 +624,6 @@ async fn group_ring(t: &mut Team) -> Value {
         assert_eq!(incoming["groupName"], "Team");
         assert_eq!(incoming["callerId"], t.alice.id.as_str());
     }
-    t.a.next("videoCallRinging").await;
     ack
 }
 

@@ -378,7 +378,8 @@ test("after every attack a fresh connection still logs in, connects and places a
     const cancelled = next(bob, "videoCallEnded");
     assert.equal((await ask(fresh, "endVideoCall", { callId: call.callId })).ok, true);
     assert.equal((await cancelled).reason, "cancelled");
-    // videoCallRinging goes to the calling socket only: carol's first socket hears nothing.
+    // Call replies go to the calling socket only (and it asked for an ack, so no videoCallRinging either):
+    // carol's first socket hears nothing.
     assert.deepEqual(eventNames(carol), []);
   } finally {
     fresh.disconnect();
