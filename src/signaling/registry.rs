@@ -10,14 +10,16 @@
 //! Ended calls are removed at once, with every index that points at them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
 use socketioxide::socket::Sid;
 use time::OffsetDateTime;
 
 use super::events;
-use crate::domain::call::{Call, CallState, CallTarget, InviteState, Invitee, Party};
+use crate::domain::call::{Call, CallRecord, CallState, CallTarget, InviteState, Invitee, Party};
 use crate::domain::{CallId, GroupId, GroupName, RoomName, UserId};
 use crate::error::{ClientError, ErrorCode};
 use crate::policy::{BusyRule, CallPolicy};
@@ -34,14 +36,62 @@ pub enum To {
 }
 
 /// An event to deliver.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Emit {
     /// Recipients.
     pub to: To,
     /// Event name.
     pub event: &'static str,
     /// Payload.
-    pub payload: Value,
+    pub payload: Body,
+}
+
+/// The body of a call event or ack. Serialised straight into the packet, once
+/// per emit: no JSON tree is built, and the emits of one transition share
+/// one record.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Body {
+    /// A call's record and the fields an event adds to it.
+    Call(CallBody),
+    /// Any other JSON object (participant events).
+    Json(Map<String, Value>),
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Self::Json(Map::new())
+    }
+}
+
+/// A call record with the fields one event adds.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallBody {
+    #[serde(flatten)]
+    record: Arc<CallRecord>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+/// Fields some call events add to the record.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Extra {
+    /// Why the call ended or was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    /// Who hung up (`hangup`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<UserId>,
+    /// Who answered (`videoCallAccepted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_by: Option<UserId>,
+    /// Who is in a group call (group accept ack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participants: Option<BTreeSet<UserId>>,
+    /// The group already had a live call (group initiate ack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub already_active: Option<bool>,
 }
 
 /// A timer a transition asks for.
@@ -83,7 +133,7 @@ impl Timer {
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// Extra fields for the sender's `{ok: true}` ack.
-    pub ack: Map<String, Value>,
+    pub ack: Body,
     /// Events to deliver.
     pub emits: Vec<Emit>,
     /// Timers to start: (delay, timer).
@@ -142,6 +192,12 @@ pub enum Reason {
     Declined,
 }
 
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 impl Reason {
     /// The wire form.
     pub fn as_str(self) -> &'static str {
@@ -176,23 +232,32 @@ pub struct Registry {
     policy: CallPolicy,
 }
 
-fn record_with(call: &Call, extra: &[(&str, Value)]) -> Value {
-    let mut v = serde_json::to_value(call.record()).unwrap_or(Value::Null);
-    if let Some(obj) = v.as_object_mut() {
-        for (k, x) in extra {
-            obj.insert((*k).to_string(), x.clone());
-        }
-    }
-    v
+/// The call's record with `extra`.
+fn body(call: &Call, extra: Extra) -> Body {
+    Body::Call(CallBody {
+        record: Arc::new(call.record()),
+        extra,
+    })
 }
 
-fn ended(call: &Call, reason: Reason) -> Value {
-    record_with(call, &[("reason", json!(reason.as_str()))])
+/// The plain record.
+fn record(call: &Call) -> Body {
+    body(call, Extra::default())
+}
+
+fn ended(call: &Call, reason: Reason) -> Body {
+    body(
+        call,
+        Extra {
+            reason: Some(reason),
+            ..Extra::default()
+        },
+    )
 }
 
 /// `videoCallRinging` to the initiating socket, when it asked for no ack (the
 /// seed's frontend): otherwise the ack already carries the same record.
-fn ringing(to: Option<Sid>, record: &Value) -> Option<Emit> {
+fn ringing(to: Option<Sid>, record: &Body) -> Option<Emit> {
     to.map(|sid| Emit {
         to: To::Socket(sid),
         event: events::VIDEO_CALL_RINGING,
@@ -216,8 +281,10 @@ fn party_event(
     group: &GroupId,
     user: &UserId,
     name: &crate::domain::DisplayName,
-) -> Value {
-    json!({ "callId": call.id, "groupId": group, "userId": user, "userName": name, "roomName": call.room })
+) -> Body {
+    Body::Json(as_map(
+        json!({ "callId": call.id, "groupId": group, "userId": user, "userName": name, "roomName": call.room }),
+    ))
 }
 
 impl Registry {
@@ -440,7 +507,7 @@ impl Registry {
             created_at: OffsetDateTime::now_utc(),
             target: CallTarget::Direct { callee },
         };
-        let record = record_with(&call, &[]);
+        let record = record(&call);
         let mut emits = vec![Emit {
             to: To::User(callee_id),
             event: events::INCOMING_VIDEO_CALL,
@@ -448,7 +515,7 @@ impl Registry {
         }];
         emits.extend(ringing(ring, &record));
         let out = Outcome {
-            ack: as_map(record),
+            ack: record,
             emits,
             timers: vec![(
                 secs(self.policy.ring_timeout_secs),
@@ -479,8 +546,13 @@ impl Registry {
             .get(&group.0)
             .and_then(|id| self.calls.get(id))
         {
-            let mut ack = as_map(record_with(call, &[]));
-            ack.insert("alreadyActive".into(), Value::Bool(true));
+            let ack = body(
+                call,
+                Extra {
+                    already_active: Some(true),
+                    ..Extra::default()
+                },
+            );
             return Ok(Outcome {
                 ack,
                 ..Outcome::default()
@@ -526,7 +598,7 @@ impl Registry {
                 caller_present: true,
             },
         };
-        let record = record_with(&call, &[]);
+        let record = record(&call);
         let mut emits: Vec<Emit> = call
             .parties()
             .into_iter()
@@ -539,7 +611,7 @@ impl Registry {
             .collect();
         emits.extend(ringing(ring, &record));
         let out = Outcome {
-            ack: as_map(record),
+            ack: record,
             emits,
             timers: vec![(
                 secs(self.policy.ring_timeout_secs),
@@ -585,7 +657,13 @@ impl Registry {
                 emits.push(Emit {
                     to: To::User(call.caller.id.clone()),
                     event: events::VIDEO_CALL_ACCEPTED,
-                    payload: record_with(call, &[("acceptedBy", json!(user.id))]),
+                    payload: body(
+                        call,
+                        Extra {
+                            accepted_by: Some(user.id.clone()),
+                            ..Extra::default()
+                        },
+                    ),
                 });
             }
             CallTarget::Group {
@@ -612,7 +690,13 @@ impl Registry {
                     emits.push(Emit {
                         to: To::User(call.caller.id.clone()),
                         event: events::VIDEO_CALL_ACCEPTED,
-                        payload: record_with(call, &[("acceptedBy", json!(user.id))]),
+                        payload: body(
+                            call,
+                            Extra {
+                                accepted_by: Some(user.id.clone()),
+                                ..Extra::default()
+                            },
+                        ),
                     });
                 }
                 let joined = party_event(call, &group, &user.id, &user.name);
@@ -630,10 +714,13 @@ impl Registry {
             event: events::VIDEO_CALL_ENDED,
             payload: ended(call, Reason::AnsweredElsewhere),
         });
-        let mut ack = as_map(record_with(call, &[]));
-        if call.is_group() {
-            ack.insert("participants".into(), json!(call.participants()));
-        }
+        let ack = body(
+            call,
+            Extra {
+                participants: call.is_group().then(|| call.participants()),
+                ..Extra::default()
+            },
+        );
         Ok(Outcome {
             ack,
             emits,
@@ -684,12 +771,12 @@ impl Registry {
                 all_declined && call.state == CallState::Ringing
             }
         };
-        let ack = as_map(record_with(call, &[]));
+        let ack = record(call);
         if ends {
             emits.push(Emit {
                 to: To::User(call.caller.id.clone()),
                 event: events::VIDEO_CALL_REJECTED,
-                payload: record_with(call, &[("reason", json!(Reason::Declined.as_str()))]),
+                payload: ended(call, Reason::Declined),
             });
             self.finish(id, Reason::Declined);
         }
@@ -717,7 +804,7 @@ impl Registry {
                     return self.reject(user, id, sender);
                 }
                 let mut out = Outcome {
-                    ack: as_map(record_with(call, &[])),
+                    ack: record(call),
                     ..Outcome::default()
                 };
                 if call.state == CallState::Ringing {
@@ -727,12 +814,13 @@ impl Registry {
                         payload: ended(call, Reason::Cancelled),
                     });
                 } else {
-                    let payload = record_with(
+                    let payload = body(
                         call,
-                        &[
-                            ("reason", json!(Reason::Hangup.as_str())),
-                            ("endedBy", json!(user.id)),
-                        ],
+                        Extra {
+                            reason: Some(Reason::Hangup),
+                            ended_by: Some(user.id.clone()),
+                            ..Extra::default()
+                        },
                     );
                     for u in [call.caller.id.clone(), callee_id] {
                         out.emits.push(Emit {
@@ -769,7 +857,7 @@ impl Registry {
                 } else if !call.participants().contains(&user.id) && !end_for_all {
                     return Err(ErrorCode::InvalidState.into());
                 }
-                let ack = as_map(record_with(call, &[]));
+                let ack = record(call);
                 let nobody_joined = call.state == CallState::Ringing;
                 if end_for_all || (is_caller && nobody_joined) {
                     let mut out = self.end_group(id, Reason::Ended);
@@ -867,7 +955,7 @@ impl Registry {
                 let callee = callee.id.clone();
                 let caller = call.caller.id.clone();
                 let payload = ended(call, Reason::Timeout);
-                let missed = record_with(call, &[]);
+                let missed = record(call);
                 self.finish(id, Reason::Timeout);
                 Outcome {
                     emits: vec![
@@ -920,11 +1008,11 @@ impl Registry {
     /// A socket of `user` connected: their epoch moves on (pending grace
     /// timers stand down) and their live calls are returned for
     /// `activeVideoCalls`.
-    pub fn user_connected(&mut self, user: &UserId) -> Vec<Value> {
+    pub fn user_connected(&mut self, user: &UserId) -> Vec<Body> {
         if let Some(epoch) = self.epochs.get_mut(user) {
             *epoch += 1;
         }
-        self.calls_of(user).map(|c| record_with(c, &[])).collect()
+        self.calls_of(user).map(record).collect()
     }
 
     /// `user`'s last socket is gone: schedule the grace timers of their calls.

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
@@ -40,14 +41,20 @@ impl<A: Adapter> FromMessageParts<A> for WantsAck {
     }
 }
 
-/// Sends `{ok: true, ...fields}` as the ack.
-pub fn ok(metrics: &Metrics, event: &'static str, ack: AckSender, fields: Map<String, Value>) {
+/// `{ok: true, ...fields}`, serialised straight into the ack packet.
+#[derive(Serialize)]
+struct Ok<T> {
+    ok: bool,
+    #[serde(flatten)]
+    fields: T,
+}
+
+/// Sends `{ok: true, ...fields}` as the ack; `fields` serialises as a map
+/// (a JSON object or a struct).
+pub fn ok<T: Serialize>(metrics: &Metrics, event: &'static str, ack: AckSender, fields: T) {
     metrics.event(event, "ok");
-    let mut body = Map::with_capacity(fields.len() + 1);
-    body.insert("ok".into(), Value::Bool(true));
-    body.extend(fields);
     // A client that asked for no ack gets none; a closed socket is not an error here.
-    let _ = ack.send(&Value::Object(body));
+    let _ = ack.send(&Ok { ok: true, fields });
 }
 
 /// Reports `error` by ack and by event on the sending socket. `context`
