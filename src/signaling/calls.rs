@@ -158,7 +158,7 @@ pub async fn initiate_video_call(
 }
 
 async fn initiate_direct(
-    me: session::Session,
+    me: Arc<session::Session>,
     data: Result<Value, impl std::fmt::Display>,
     io: &SocketIo,
     hub: &Arc<Hub>,
@@ -255,7 +255,7 @@ pub async fn initiate_group_video_call(
 }
 
 async fn initiate_group(
-    me: session::Session,
+    me: Arc<session::Session>,
     data: Result<Value, impl std::fmt::Display>,
     hub: &Arc<Hub>,
     ring: Option<Sid>,
@@ -415,7 +415,7 @@ pub async fn on_disconnect(
     reason: DisconnectReason,
     State(hub): State<Arc<Hub>>,
 ) {
-    let Some(me) = socket.extensions.get::<session::Session>() else {
+    let Some(me) = session::of(&socket) else {
         return;
     };
     tracing::debug!(user_id = %me.user_id, ?reason, "socket disconnected");

@@ -191,7 +191,7 @@ async fn admit_socket(
             ConnectError::TooManyConnections
         })?;
     let expiry = spawn_expiry(io, socket.id, verified.expires_at);
-    socket.extensions.insert(Session {
+    socket.extensions.insert(Arc::new(Session {
         user_id: user.id.clone(),
         display_name: user.display_name.clone(),
         expires_at: verified.expires_at,
@@ -201,7 +201,7 @@ async fn admit_socket(
             expiry,
             limited_in_a_row: AtomicU32::new(0),
         }),
-    });
+    }));
     socket.join(rooms::user_room(&user.id));
     socket.join(
         groups
@@ -240,11 +240,14 @@ fn spawn_expiry(
     .abort_handle()
 }
 
-fn current_unchecked(socket: &SocketRef) -> Result<Session, ClientError> {
-    socket
-        .extensions
-        .get::<Session>()
-        .ok_or(ClientError::new(ErrorCode::Unauthorized))
+fn current_unchecked(socket: &SocketRef) -> Result<Arc<Session>, ClientError> {
+    of(socket).ok_or(ClientError::new(ErrorCode::Unauthorized))
+}
+
+/// The session the handshake stored on `socket`, expired or not (shared:
+/// reading it per event costs a reference count, not a copy).
+pub fn of(socket: &SocketRef) -> Option<Arc<Session>> {
+    socket.extensions.get::<Arc<Session>>()
 }
 
 /// An event refused before it ran: the reply to send, and whether the socket
@@ -302,7 +305,7 @@ pub fn admit(
     hub: &Hub,
     class: EventClass,
     event: &'static str,
-) -> Result<Session, Refused> {
+) -> Result<Arc<Session>, Refused> {
     let session = current(socket)?;
     let rates = hub.limits.rates();
     match rates.event(class, &session.user_id) {
@@ -341,7 +344,7 @@ pub fn admitted(
     event: &'static str,
     channel: Channel,
     ack: AckSender,
-) -> Option<(Session, AckSender)> {
+) -> Option<(Arc<Session>, AckSender)> {
     match admit(socket, hub, class, event) {
         Ok(me) => Some((me, ack)),
         Err(refused) => {
@@ -357,7 +360,7 @@ pub fn admitted(
 /// # Errors
 /// `unauthorized` with no session (cannot happen after the middleware), and
 /// `token_expired` past the token's `exp`.
-pub fn current(socket: &SocketRef) -> Result<Session, ClientError> {
+pub fn current(socket: &SocketRef) -> Result<Arc<Session>, ClientError> {
     let session = current_unchecked(socket)?;
     if now_secs() >= session.expires_at {
         return Err(ClientError::new(ErrorCode::TokenExpired));

@@ -202,8 +202,8 @@ impl TestServer {
             .within(room)
             .sockets()
             .into_iter()
-            .filter_map(|s| s.extensions.get::<callgate::signaling::session::Session>())
-            .map(|s| s.user_id)
+            .filter_map(|s| callgate::signaling::session::of(&s))
+            .map(|s| s.user_id.clone())
             .collect();
         users.sort();
         users.dedup();
