@@ -82,12 +82,27 @@ pub fn is_online(io: &SocketIo, user: &UserId) -> bool {
 }
 
 fn spawn_timer(io: SocketIo, hub: Arc<Hub>, after: std::time::Duration, timer: Timer) {
-    tokio::spawn(async move {
-        tokio::time::sleep(after).await;
-        let online = timer.user().is_some_and(|u| is_online(&io, u));
-        let outcome = hub.with_calls(|calls| calls.fire(&timer, online));
-        apply(&io, &hub, outcome).await;
+    let ring = match timer {
+        Timer::RingTimeout(call) => Some(call),
+        _ => None,
+    };
+    let task = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            tokio::time::sleep(after).await;
+            if let Some(call) = ring {
+                // Out of the abort map first: ending the call below must not
+                // abort this very task before it delivers the outcome.
+                hub.ring_timer_fired(call);
+            }
+            let online = timer.user().is_some_and(|u| is_online(&io, u));
+            let outcome = hub.with_calls(|calls| calls.fire(&timer, online));
+            apply(&io, &hub, outcome).await;
+        }
     });
+    if let Some(call) = ring {
+        hub.track_ring_timer(call, task.abort_handle());
+    }
 }
 
 /// Answers the sender and delivers the outcome.

@@ -9,7 +9,8 @@ pub mod reply;
 pub mod rooms;
 pub mod session;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Map, Value};
 use socketioxide::SocketIo;
@@ -17,6 +18,7 @@ use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::ConnectHandler;
 
 use crate::auth::TokenKeys;
+use crate::domain::CallId;
 use crate::error::ClientError;
 use crate::http::client_ip::TrustedProxies;
 use crate::limits::Limits;
@@ -41,6 +43,10 @@ pub struct Hub {
     /// Every live call. A `std::sync::Mutex`: each transition is a short
     /// check-and-set with no `.await` inside (see [`Hub::with_calls`]).
     calls: Mutex<Registry>,
+    /// The ring-timeout task of each ringing or recently answered call,
+    /// aborted when the call ends: a call answered in a second must not
+    /// keep a sleeping task (and its memory) for the rest of the ring time.
+    ring_timers: Mutex<HashMap<CallId, tokio::task::AbortHandle>>,
 }
 
 impl Hub {
@@ -60,6 +66,7 @@ impl Hub {
             trusted_proxies,
             metrics,
             calls: Mutex::new(Registry::new(policy)),
+            ring_timers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -73,10 +80,40 @@ impl Hub {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let out = f(&mut guard);
-        for reason in guard.take_ended() {
-            self.metrics.call_ended(reason.as_str());
+        let ended = guard.take_ended();
+        drop(guard);
+        if !ended.is_empty() {
+            let mut timers = self.ring_timers();
+            for (id, reason) in ended {
+                self.metrics.call_ended(reason.as_str());
+                if let Some(timer) = timers.remove(&id) {
+                    timer.abort();
+                }
+            }
         }
         out
+    }
+
+    fn ring_timers(&self) -> std::sync::MutexGuard<'_, HashMap<CallId, tokio::task::AbortHandle>> {
+        self.ring_timers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `call`'s ring-timeout task, to abort when the call ends first.
+    pub(crate) fn track_ring_timer(&self, call: CallId, task: tokio::task::AbortHandle) {
+        self.ring_timers().insert(call, task);
+    }
+
+    /// The ring timer of `call` fired: it is no longer abortable.
+    pub(crate) fn ring_timer_fired(&self, call: CallId) {
+        self.ring_timers().remove(&call);
+    }
+
+    /// Ring-timeout tasks still pending (each call that has not ended and
+    /// has not rung out holds one).
+    pub fn pending_ring_timers(&self) -> usize {
+        self.ring_timers().len()
     }
 }
 

@@ -227,8 +227,9 @@ pub struct Registry {
     /// every loss of the last socket, so a grace timer can tell whether the
     /// user came back (or left again) since it was scheduled.
     epochs: HashMap<UserId, u64>,
-    /// Reasons of calls ended and not yet counted by metrics.
-    ended: Vec<Reason>,
+    /// Calls ended since the hub last looked, with why (for metrics, and
+    /// to cancel their ring timers).
+    ended: Vec<(CallId, Reason)>,
     policy: CallPolicy,
 }
 
@@ -396,12 +397,12 @@ impl Registry {
     /// counts the reason (see [`Registry::take_ended`]).
     fn finish(&mut self, id: CallId, reason: Reason) -> Option<Call> {
         let call = self.remove(id)?;
-        self.ended.push(reason);
+        self.ended.push((id, reason));
         Some(call)
     }
 
-    /// The reasons of the calls ended since the last call, for metrics.
-    pub fn take_ended(&mut self) -> Vec<Reason> {
+    /// The calls ended since the last call, and why.
+    pub fn take_ended(&mut self) -> Vec<(CallId, Reason)> {
         std::mem::take(&mut self.ended)
     }
 

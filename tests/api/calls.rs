@@ -94,6 +94,44 @@ async fn a_direct_call_rings_every_callee_socket_with_server_made_fields() {
 }
 
 #[tokio::test]
+async fn a_call_that_ends_leaves_no_ring_timer_behind() {
+    // Each ringing call holds a ring-timeout task; a call answered and hung
+    // up in a second must not keep it (and its memory) for the ring time.
+    let mut p = pair().await;
+    for _ in 0..3 {
+        let ack = ring(&mut p).await;
+        let id = ack["callId"].as_str().expect("callId").to_string();
+        assert_eq!(p.server.hub.pending_ring_timers(), 1);
+        let accepted = p.b.emit_ack("acceptVideoCall", json!({"callId": id})).await;
+        assert!(ok(&accepted), "{accepted}");
+        let ended = p.a.emit_ack("endVideoCall", json!({"callId": id})).await;
+        assert!(ok(&ended), "{ended}");
+        assert_eq!(p.server.hub.pending_ring_timers(), 0);
+        p.a.drain().await;
+        p.b.drain().await;
+    }
+    // Cancelled while ringing, too.
+    let ack = ring(&mut p).await;
+    let cancelled =
+        p.a.emit_ack("endVideoCall", json!({"callId": ack["callId"]}))
+            .await;
+    assert!(ok(&cancelled), "{cancelled}");
+    assert_eq!(p.server.hub.pending_ring_timers(), 0);
+    assert_eq!(p.server.registry_sizes(), (0, 0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_ring_timeout_still_fires_and_delivers() {
+    let mut p = pair_with(|pol| pol.calls.ring_timeout_secs = 1).await;
+    let ack = ring(&mut p).await;
+    let ended = p.a.next("videoCallEnded").await;
+    assert_eq!(ended["reason"], "timeout");
+    assert_eq!(ended["callId"], ack["callId"]);
+    assert_eq!(p.b.next("videoCallMissed").await["callId"], ack["callId"]);
+    assert_eq!(p.server.hub.pending_ring_timers(), 0);
+}
+
+#[tokio::test]
 async fn a_caller_without_an_ack_learns_the_call_id_from_videocallringing() {
     // The seed's frontend emits initiateVideoCall without a callback.
     let mut p = pair().await;
