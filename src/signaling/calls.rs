@@ -100,6 +100,8 @@ fn spawn_timer(io: SocketIo, hub: Arc<Hub>, after: std::time::Duration, timer: T
             apply(&io, &hub, outcome).await;
         }
     });
+    // A call that ends between its transition and this line finds no handle
+    // to abort: its timer sleeps out the ring time and fires as a no-op.
     if let Some(call) = ring {
         hub.track_ring_timer(call, task.abort_handle());
     }
