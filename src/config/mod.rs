@@ -820,6 +820,38 @@ mod tests {
     }
 
     #[test]
+    fn the_websocket_read_buffer_and_hashing_priority_are_checked() {
+        for (bytes, ok) in [
+            ("255", false),
+            ("256", true),
+            ("65536", true),
+            ("65537", false),
+        ] {
+            let config =
+                load(&[("CALLGATE__SOCKETIO__WS_READ_BUFFER_BYTES", bytes)]).expect("parse");
+            let refused = config
+                .validate()
+                .err()
+                .is_some_and(|p| p.to_string().contains("socketio.ws_read_buffer_bytes"));
+            assert_eq!(refused, !ok, "{bytes}");
+        }
+        for (name, want) in [
+            ("idle", WorkerPriority::Idle),
+            ("low", WorkerPriority::Low),
+            ("normal", WorkerPriority::Normal),
+        ] {
+            let config = load(&[("CALLGATE__PASSWORD__WORKER_PRIORITY", name)]).expect("parse");
+            assert_eq!(config.password.worker_priority, want);
+        }
+        let problems =
+            load(&[("CALLGATE__PASSWORD__WORKER_PRIORITY", "realtime")]).expect_err("refused");
+        assert!(
+            problems.to_string().contains("worker_priority"),
+            "{problems}"
+        );
+    }
+
+    #[test]
     fn origins_must_be_exact() {
         assert!(is_exact_origin("https://chat.example.com"));
         assert!(is_exact_origin("http://localhost:3000"));
