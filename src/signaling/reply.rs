@@ -43,7 +43,7 @@ impl<A: Adapter> FromMessageParts<A> for WantsAck {
 
 /// `{ok: true, ...fields}`, serialised straight into the ack packet.
 #[derive(Serialize)]
-struct Ok<T> {
+struct OkReply<T> {
     ok: bool,
     #[serde(flatten)]
     fields: T,
@@ -54,7 +54,7 @@ struct Ok<T> {
 pub fn ok<T: Serialize>(metrics: &Metrics, event: &'static str, ack: AckSender, fields: T) {
     metrics.event(event, "ok");
     // A client that asked for no ack gets none; a closed socket is not an error here.
-    let _ = ack.send(&Ok { ok: true, fields });
+    let _ = ack.send(&OkReply { ok: true, fields });
 }
 
 /// Reports `error` by ack and by event on the sending socket. `context`

@@ -130,7 +130,7 @@ pub async fn user_online(
             &hub.metrics,
             events::USER_ONLINE,
             ack,
-            obj(json!({ "groups": groups })),
+            json!({ "groups": groups }),
         ),
         Err(e) => fail(&hub, &socket, ack, events::USER_ONLINE, &e),
     }
@@ -201,7 +201,7 @@ pub async fn join_group_event(
             &hub.metrics,
             events::JOIN_GROUP,
             ack,
-            obj(json!({ "groupId": group })),
+            json!({ "groupId": group }),
         ),
         Err(e) => fail(&hub, &socket, ack, events::JOIN_GROUP, &e),
     }
@@ -232,7 +232,7 @@ pub async fn leave_group_event(
                 &hub.metrics,
                 events::LEAVE_GROUP,
                 ack,
-                obj(json!({ "groupId": group })),
+                json!({ "groupId": group }),
             );
         }
         Err(e) => fail(&hub, &socket, ack, events::LEAVE_GROUP, &e),
@@ -279,15 +279,8 @@ pub async fn group_created(
             &hub.metrics,
             events::GROUP_CREATED,
             ack,
-            obj(json!({ "groupId": g.id, "members": g.members.len() })),
+            json!({ "groupId": g.id, "members": g.members.len() }),
         ),
         Err(e) => fail(&hub, &socket, ack, events::GROUP_CREATED, &e),
-    }
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
     }
 }
