@@ -17,6 +17,7 @@ mod helpers;
 mod http;
 mod limits;
 mod observability;
+mod operators;
 mod startup;
 mod tls;
 mod transport;
