@@ -1,18 +1,26 @@
 //! The `callgate` binary: parses the command line and hands over to the library.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use callgate::app::{self, App};
-use callgate::config::{Config, LogFormat, Overrides};
+use callgate::config::{Config, LogFormat, Overrides, Problems};
 use callgate::policy::Policy;
 use clap::{Args, Parser, Subcommand};
 
+/// The version and the git commit it was built from (`build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CALLGATE_GIT_COMMIT"),
+    ")"
+);
+
 /// callgate: a secure Socket.IO call-signaling server.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -61,6 +69,9 @@ struct CheckArgs {
     /// Policy file [default: policies/default.toml].
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Also print the effective configuration and policy (secrets redacted).
+    #[arg(long)]
+    print: bool,
 }
 
 fn main() -> ExitCode {
@@ -81,8 +92,11 @@ fn init_tracing(config: &Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        // One JSON object per line; colour codes would only corrupt it.
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+        LogFormat::Text => builder
+            .with_ansi(config.log.color.enabled(std::io::stderr().is_terminal()))
+            .init(),
     }
 }
 
@@ -198,43 +212,51 @@ async fn shutdown_signal() {
 }
 
 fn check_config(args: CheckArgs) -> ExitCode {
-    let mut problems = Vec::new();
-    match Config::load(args.config.as_deref(), &Overrides::default()) {
-        Ok(config) => {
-            if let Err(p) = config.validate() {
-                problems.extend(p.0);
-            }
-            let tls = &config.server.tls;
-            if !tls.cert_file.as_os_str().is_empty()
-                && !tls.key_file.as_os_str().is_empty()
-                && let Err(e) = callgate::serve::load_server_config(&tls.cert_file, &tls.key_file)
-            {
-                problems.push(e.to_problem());
-            }
-            if let Err(p) = callgate::auth::TokenKeys::from_config(&config.auth, config.environment)
-            {
-                problems.extend(
-                    p.0.into_iter()
-                        .filter(|k| !problems.contains(k))
-                        .collect::<Vec<_>>(),
-                );
-            }
+    // Every layer and every check, each problem once (a key already reported
+    // is not reported again in another wording).
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let config = Config::resolve(args.config.as_deref(), &Overrides::default(), &env);
+    let mut problems = Problems(config.problems.clone());
+    if let Some(c) = config.value.as_ref().filter(|_| config.problems.is_empty()) {
+        let tls = &c.server.tls;
+        if !tls.cert_file.as_os_str().is_empty()
+            && !tls.key_file.as_os_str().is_empty()
+            && let Err(e) = callgate::serve::load_server_config(&tls.cert_file, &tls.key_file)
+        {
+            let mut p = vec![e.to_problem()];
+            config.attribute(&mut p);
+            problems.extend_new(p);
         }
-        Err(p) => problems.extend(p.0),
-    }
-    match app::load_policy(args.policy) {
-        Ok(policy) => {
-            if let Err(p) = Policy::validate(&policy) {
-                problems.extend(p.0);
-            }
+        if let Err(p) = callgate::auth::TokenKeys::from_config(&c.auth, c.environment) {
+            let mut p = p.0;
+            config.attribute(&mut p);
+            problems.extend_new(p);
         }
-        Err(p) => problems.extend(p.0),
     }
-    if problems.is_empty() {
+    let policy_path = args
+        .policy
+        .clone()
+        .or_else(|| Some(PathBuf::from(app::DEFAULT_POLICY_PATH)).filter(|p| p.is_file()));
+    let policy = Policy::resolve(policy_path.as_deref());
+    problems.0.extend(policy.problems.iter().cloned());
+    if args.print {
+        println!("# effective configuration (secrets redacted)");
+        print!("{}", config.effective_toml());
+        println!();
+        println!(
+            "# effective policy: {} over the built-in defaults",
+            policy_path
+                .as_deref()
+                .map_or_else(|| "nothing".to_string(), |p| p.display().to_string())
+        );
+        print!("{}", policy.effective_toml());
+        println!();
+    }
+    if problems.0.is_empty() {
         println!("configuration and policy are valid");
         ExitCode::SUCCESS
     } else {
-        for p in &problems {
+        for p in &problems.0 {
             println!("{p}");
         }
         ExitCode::FAILURE
