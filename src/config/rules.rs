@@ -95,7 +95,7 @@ impl Rules {
         if !path.is_file() {
             self.fail(
                 key,
-                &format!("{} is not a readable file", path.display()),
+                &format!("is not a readable file ({})", path.display()),
                 fix,
             );
         }
