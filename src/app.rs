@@ -325,7 +325,7 @@ pub fn reload_policy(hub: &Hub, path: Option<PathBuf>) -> Result<(), Problems> {
         }
         Err(problems) => {
             for p in &problems.0 {
-                tracing::error!(key = %p.key, problem = %p.problem, "policy reload refused; keeping the old policy");
+                tracing::error!(source = p.source.as_deref().unwrap_or("built-in policy"), key = %p.key, problem = %p.problem, "policy reload refused; keeping the old policy");
             }
             Err(problems)
         }

@@ -242,3 +242,30 @@ fn json_logs_are_one_object_per_line_without_colour() {
         );
     }
 }
+
+#[test]
+fn the_build_script_says_unknown_without_git_instead_of_failing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = dir.path().join("build-script");
+    let built = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args(["--edition", "2024", "-o"])
+        .arg(&exe)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("build.rs"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("rustc runs");
+    assert!(built.success());
+    // No git on the PATH, and no repository around it: a source tarball.
+    let out = Command::new(&exe)
+        .env_clear()
+        .env("PATH", dir.path())
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout(&out).contains("cargo:rustc-env=CALLGATE_GIT_COMMIT=unknown"),
+        "{}",
+        stdout(&out)
+    );
+}
