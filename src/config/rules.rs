@@ -22,7 +22,7 @@ macro_rules! number {
         }
     )*};
 }
-number!(u16, u32, u64, usize);
+number!(u8, u16, u32, u64, usize);
 
 /// One range rule, kept so tests can try both edges of every range.
 #[derive(Debug, Clone, PartialEq, Eq)]
