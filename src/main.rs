@@ -1,6 +1,6 @@
 //! The `callgate` binary: parses the command line and hands over to the library.
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -239,28 +239,31 @@ fn check_config(args: CheckArgs) -> ExitCode {
         .or_else(|| Some(PathBuf::from(app::DEFAULT_POLICY_PATH)).filter(|p| p.is_file()));
     let policy = Policy::resolve(policy_path.as_deref());
     problems.0.extend(policy.problems.iter().cloned());
+    // One write, whose failure (a closed pipe: `| head`) is not a panic.
+    let mut out = String::new();
     if args.print {
-        println!("# effective configuration (secrets redacted)");
-        print!("{}", config.effective_toml());
-        println!();
-        println!(
-            "# effective policy: {} over the built-in defaults",
+        out.push_str("# effective configuration (secrets redacted)\n");
+        out.push_str(&config.effective_toml());
+        out.push_str(&format!(
+            "\n# effective policy: {} over the built-in defaults\n",
             policy_path
                 .as_deref()
                 .map_or_else(|| "nothing".to_string(), |p| p.display().to_string())
-        );
-        print!("{}", policy.effective_toml());
-        println!();
+        ));
+        out.push_str(&policy.effective_toml());
+        out.push('\n');
     }
-    if problems.0.is_empty() {
-        println!("configuration and policy are valid");
+    let code = if problems.0.is_empty() {
+        out.push_str("configuration and policy are valid\n");
         ExitCode::SUCCESS
     } else {
         for p in &problems.0 {
-            println!("{p}");
+            out.push_str(&format!("{p}\n"));
         }
         ExitCode::FAILURE
-    }
+    };
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    code
 }
 
 fn hash_password(args: ConfigArg) -> ExitCode {
