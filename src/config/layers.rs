@@ -206,7 +206,7 @@ fn describe(actual: &Actual, secret: bool) -> String {
             "the string",
             serde_json::to_string(&c.to_string()).unwrap_or_default(),
         ),
-        Actual::Str(s) => ("the string", serde_json::to_string(s).unwrap_or_default()),
+        Actual::Str(s) => ("the string", json(&Value::from(s.clone()))),
         Actual::Seq => return "an array".into(),
         Actual::Map => return "a table".into(),
         _ => return "a value of another type".into(),
