@@ -11,6 +11,14 @@
 //!   connections after that time), and a new connection must complete its
 //!   first request within the same time. With TLS the handshake gets that
 //!   time as well, before the first-request clock starts.
+//! - Idle connections: a connection (HTTP/1, HTTP/2, or an upgraded
+//!   websocket) on which no byte moves either way for
+//!   `server.idle_timeout_secs` is closed ([`Guarded`]); HTTP/2 also sends
+//!   keep-alive PINGs and drops a peer that does not answer. hyper's own
+//!   `header_read_timeout` covers HTTP/1 only, so without this an HTTP/2
+//!   connection that made one request stayed open for ever.
+//! - At most `server.max_connections` TCP connections are open at once; one
+//!   over the cap is closed as soon as it is accepted ([`GuardAcceptor`]).
 //! - TLS: 1.2 and 1.3, ALPN `h2` and `http/1.1`, ring as the crypto provider.
 //!   The certificate is reloaded on SIGHUP (or [`TlsReloader::reload`])
 //!   without dropping connections; a failed reload keeps the old one.
@@ -21,17 +29,22 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum_server::Handle;
 use axum_server::Server;
-use axum_server::accept::NoDelayAcceptor;
+use axum_server::accept::Accept;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 
 use crate::config::{Problem, Problems, TlsConfig};
 
@@ -46,6 +59,14 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Longest wait for connections to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP/2 keep-alive PING interval.
+    pub http2_keep_alive_interval: Duration,
+    /// HTTP/2 keep-alive PING answer timeout.
+    pub http2_keep_alive_timeout: Duration,
+    /// Concurrent TCP connections.
+    pub max_connections: usize,
     /// The TLS certificate, when TLS is on.
     pub tls: Option<TlsReloader>,
 }
@@ -88,6 +109,140 @@ impl TlsError {
             "give the PEM private key of the certificate (see certs/README.md)"
         };
         Problem::new(self.key, self.to_string(), fix)
+    }
+}
+
+/// Admits accepted TCP streams under the connection cap, sets `TCP_NODELAY`
+/// and wraps each in a [`Guarded`] stream. Runs before TLS, so the cap and
+/// the idle bound hold for TLS handshakes too.
+#[derive(Debug, Clone)]
+pub struct GuardAcceptor {
+    permits: Arc<Semaphore>,
+    idle: Duration,
+}
+
+impl GuardAcceptor {
+    /// At most `max_connections` at once, each closed after `idle` without traffic.
+    pub fn new(max_connections: usize, idle: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            idle,
+        }
+    }
+}
+
+impl<S> Accept<TcpStream, S> for GuardAcceptor {
+    type Stream = Guarded;
+    type Service = S;
+    type Future = std::future::Ready<io::Result<(Guarded, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let admitted = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => stream
+                .set_nodelay(true)
+                .map(|()| (Guarded::new(stream, permit, self.idle), service)),
+            // Dropping the stream closes it.
+            Err(_) => Err(io::Error::other("server.max_connections reached")),
+        };
+        std::future::ready(admitted)
+    }
+}
+
+/// A TCP stream that holds a connection slot while it lives and fails with
+/// `TimedOut` once no byte has moved either way for the idle time (checked
+/// whenever the connection waits to read, which hyper, h2 and websockets
+/// always do).
+#[derive(Debug)]
+pub struct Guarded {
+    inner: TcpStream,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Guarded {
+    fn new(inner: TcpStream, permit: OwnedSemaphorePermit, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            _permit: permit,
+        }
+    }
+
+    fn touch(&mut self) {
+        let at = Instant::now() + self.idle;
+        self.deadline.as_mut().reset(at);
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.touch();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let out = Pin::new(&mut this.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = out
+            && n > 0
+        {
+            this.touch();
+        }
+        out
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let out = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = out
+            && n > 0
+        {
+            this.touch();
+        }
+        out
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -296,6 +451,11 @@ fn configure<A>(
         .http1()
         .header_read_timeout(settings.header_read_timeout);
     server
+        .http_builder()
+        .http2()
+        .keep_alive_interval(settings.http2_keep_alive_interval)
+        .keep_alive_timeout(settings.http2_keep_alive_timeout);
+    server
         .handle(handle.clone())
         // Covers the time hyper takes to tell HTTP/1 from HTTP/2 (unbounded
         // otherwise) and a client that connects and sends nothing.
@@ -329,7 +489,10 @@ pub async fn serve(
             );
             let acceptor = RustlsAcceptor::new(tls.config.clone())
                 .handshake_timeout(settings.header_read_timeout)
-                .acceptor(NoDelayAcceptor::new());
+                .acceptor(GuardAcceptor::new(
+                    settings.max_connections,
+                    settings.idle_timeout,
+                ));
             let server = configure(
                 Server::from_listener(listener).acceptor(acceptor),
                 &settings,
@@ -346,7 +509,10 @@ pub async fn serve(
         }
         None => {
             let server = configure(
-                Server::from_listener(listener).acceptor(NoDelayAcceptor::new()),
+                Server::from_listener(listener).acceptor(GuardAcceptor::new(
+                    settings.max_connections,
+                    settings.idle_timeout,
+                )),
                 &settings,
                 &handle,
             );
