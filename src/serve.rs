@@ -11,10 +11,11 @@
 //!   connections after that time), and a new connection must complete its
 //!   first request within the same time. With TLS the handshake gets that
 //!   time as well, before the first-request clock starts.
-//! - Idle connections: a connection (HTTP/1, HTTP/2, or an upgraded
-//!   websocket) on which no byte moves either way for
-//!   `server.idle_timeout_secs` is closed ([`Guarded`]); HTTP/2 also sends
-//!   keep-alive PINGs and drops a peer that does not answer. hyper's own
+//! - Idle connections: an HTTP/1 or HTTP/2 connection with no request in
+//!   flight for `server.idle_timeout_secs`, or a websocket on which no byte
+//!   moved for that long, is closed ([`Guarded`], [`Tracked`]); HTTP/2 also
+//!   sends keep-alive PINGs and drops a peer that does not answer them
+//!   (answered PINGs do not count as activity). hyper's own
 //!   `header_read_timeout` covers HTTP/1 only, so without this an HTTP/2
 //!   connection that made one request stayed open for ever.
 //! - At most `server.max_connections` TCP connections are open at once; one
@@ -31,6 +32,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -112,9 +114,10 @@ impl TlsError {
     }
 }
 
-/// Admits accepted TCP streams under the connection cap, sets `TCP_NODELAY`
-/// and wraps each in a [`Guarded`] stream. Runs before TLS, so the cap and
-/// the idle bound hold for TLS handshakes too.
+/// Admits accepted TCP streams under the connection cap, sets `TCP_NODELAY`,
+/// and pairs each connection's stream ([`Guarded`]) with its service
+/// ([`Tracked`]) so the idle bound knows when requests are in flight. Runs
+/// before TLS, so the cap and the idle bound hold for TLS connections too.
 #[derive(Debug, Clone)]
 pub struct GuardAcceptor {
     permits: Arc<Semaphore>,
@@ -122,7 +125,8 @@ pub struct GuardAcceptor {
 }
 
 impl GuardAcceptor {
-    /// At most `max_connections` at once, each closed after `idle` without traffic.
+    /// At most `max_connections` at once, each closed after `idle` without
+    /// a request in flight (or, once upgraded to a websocket, without a byte).
     pub fn new(max_connections: usize, idle: Duration) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
@@ -133,14 +137,21 @@ impl GuardAcceptor {
 
 impl<S> Accept<TcpStream, S> for GuardAcceptor {
     type Stream = Guarded;
-    type Service = S;
-    type Future = std::future::Ready<io::Result<(Guarded, S)>>;
+    type Service = Tracked<S>;
+    type Future = std::future::Ready<io::Result<(Guarded, Tracked<S>)>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let admitted = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => stream
-                .set_nodelay(true)
-                .map(|()| (Guarded::new(stream, permit, self.idle), service)),
+            Ok(permit) => stream.set_nodelay(true).map(|()| {
+                let activity = Arc::new(Activity::new());
+                (
+                    Guarded::new(stream, permit, self.idle, activity.clone()),
+                    Tracked {
+                        inner: service,
+                        activity,
+                    },
+                )
+            }),
             // Dropping the stream closes it.
             Err(_) => Err(io::Error::other("server.max_connections reached")),
         };
@@ -148,31 +159,133 @@ impl<S> Accept<TcpStream, S> for GuardAcceptor {
     }
 }
 
-/// A TCP stream that holds a connection slot while it lives and fails with
-/// `TimedOut` once no byte has moved either way for the idle time (checked
-/// whenever the connection waits to read, which hyper, h2 and websockets
-/// always do).
+/// What one connection's stream and service share: requests in flight,
+/// whether it became a websocket, and when it was last active.
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    in_flight: AtomicUsize,
+    upgraded: AtomicBool,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            upgraded: AtomicBool::new(false),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection becomes idle, or `None` if it is idle now.
+    fn idle_at(&self, idle: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Some(now + idle);
+        }
+        let at = self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
+        (at > now).then_some(at)
+    }
+}
+
+/// Counts a request in flight until dropped (a cancelled request included).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.touch();
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's service, counting its requests in flight for the idle
+/// bound and noting a switch to the websocket protocol.
+#[derive(Debug, Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B, R> tower::Service<axum::http::Request<B>> for Tracked<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let in_flight = InFlight::start(self.activity.clone());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            if let Ok(r) = &response
+                && r.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                in_flight.0.upgraded.store(true, Ordering::Relaxed);
+            }
+            drop(in_flight);
+            response
+        })
+    }
+}
+
+/// A TCP stream that holds a connection slot while it lives, and fails with
+/// `TimedOut` once the connection has been idle for the idle time: no
+/// request in flight (HTTP/1 and HTTP/2: keep-alive PINGs do not count), or,
+/// on a websocket, no byte either way. Checked whenever the connection waits
+/// to read, which hyper, h2 and websockets always do.
 #[derive(Debug)]
 pub struct Guarded {
     inner: TcpStream,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    activity: Arc<Activity>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Guarded {
-    fn new(inner: TcpStream, permit: OwnedSemaphorePermit, idle: Duration) -> Self {
+    fn new(
+        inner: TcpStream,
+        permit: OwnedSemaphorePermit,
+        idle: Duration,
+        activity: Arc<Activity>,
+    ) -> Self {
         Self {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            activity,
             _permit: permit,
         }
     }
 
-    fn touch(&mut self) {
-        let at = Instant::now() + self.idle;
-        self.deadline.as_mut().reset(at);
+    fn moved(&self, bytes: usize) {
+        if bytes > 0 && self.activity.upgraded.load(Ordering::Relaxed) {
+            self.activity.touch();
+        }
     }
 }
 
@@ -186,17 +299,22 @@ impl AsyncRead for Guarded {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    this.touch();
-                }
+                this.moved(buf.filled().len() - before);
                 Poll::Ready(result)
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection idle",
-                ))),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => loop {
+                if this.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                match this.activity.idle_at(this.idle) {
+                    Some(at) => this.deadline.as_mut().reset(at),
+                    None => {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "connection idle",
+                        )));
+                    }
+                }
             },
         }
     }
@@ -210,10 +328,8 @@ impl AsyncWrite for Guarded {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let out = Pin::new(&mut this.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = out
-            && n > 0
-        {
-            this.touch();
+        if let Poll::Ready(Ok(n)) = out {
+            this.moved(n);
         }
         out
     }
@@ -225,10 +341,8 @@ impl AsyncWrite for Guarded {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let out = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = out
-            && n > 0
-        {
-            this.touch();
+        if let Poll::Ready(Ok(n)) = out {
+            this.moved(n);
         }
         out
     }
