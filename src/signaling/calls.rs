@@ -198,13 +198,20 @@ async fn initiate_direct(
     if receiver == me.user_id {
         return Err(ClientError::bad_field("receiverId", "must not be yourself").into());
     }
-    let callee = hub
-        .store
-        .user(&receiver)
-        .await
-        .map_err(ClientError::from)?
-        .ok_or(ErrorCode::NotFound)?;
     let one_to_one = hub.with_calls(|calls| calls.policy().one_to_one);
+    let not_shared = || {
+        ClientError::with_message(
+            ErrorCode::Forbidden,
+            "you can only call people you share a group with",
+        )
+    };
+    let callee = match hub.store.user(&receiver).await.map_err(ClientError::from)? {
+        Some(user) => user,
+        // Under shared_group an unknown id answers like a stranger's, so
+        // initiates cannot tell which ids exist.
+        None if one_to_one == OneToOne::SharedGroup => return Err(not_shared().into()),
+        None => return Err(ErrorCode::NotFound.into()),
+    };
     if one_to_one == OneToOne::SharedGroup {
         let mine: HashSet<GroupId> = hub
             .store
@@ -220,11 +227,7 @@ async fn initiate_direct(
             .await
             .map_err(ClientError::from)?;
         if !theirs.iter().any(|g| mine.contains(&g.id)) {
-            return Err(ClientError::with_message(
-                ErrorCode::Forbidden,
-                "you can only call people you share a group with",
-            )
-            .into());
+            return Err(not_shared().into());
         }
     }
     if !is_online(io, &callee.id) {

@@ -275,6 +275,14 @@ async fn only_co_members_can_be_added_and_unknown_ids_look_the_same() {
         .emit_ack("initiateVideoCall", json!({"receiverId": bob.id}))
         .await;
     assert_eq!(code(&call), "forbidden");
+    // An id that does not exist answers the same: initiates do not enumerate.
+    let ghost = d
+        .emit_ack(
+            "initiateVideoCall",
+            json!({"receiverId": "6860e2e85547033af89987bc"}),
+        )
+        .await;
+    assert_eq!(ghost, call);
 
     // alice shares a group with bob: she can.
     let (status, _) = server
