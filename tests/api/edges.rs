@@ -39,6 +39,10 @@ async fn login_via_proxy(
 
 fn behind_proxy(c: &mut callgate::config::Config) {
     c.server.trusted_proxies = vec!["127.0.0.1".into()];
+    // These tests count 401s and 429s: on a loaded machine the idle-priority
+    // hashing threads may take longer than the default 2 s queue wait, and a
+    // 503 server_busy is not what they are about.
+    c.password.queue_timeout_ms = 60_000;
 }
 
 // Finding 1.
