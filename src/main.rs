@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use callgate::app::{self, App};
-use callgate::config::{Config, LogFormat, Overrides, Problems};
+use callgate::config::{Config, Overrides, Problems};
 use callgate::policy::Policy;
 use clap::{Args, Parser, Subcommand};
 
@@ -85,19 +85,11 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        // One JSON object per line; colour codes would only corrupt it.
-        LogFormat::Json => builder.json().with_ansi(false).init(),
-        LogFormat::Text => builder
-            .with_ansi(config.log.color.enabled(std::io::stderr().is_terminal()))
-            .init(),
-    }
+    // The filter is capped so that no RUST_LOG value can log a token (see telemetry).
+    let filter = callgate::telemetry::user_filter(&config.log.filter);
+    // Colour only on a terminal unless log.color says otherwise; JSON never.
+    let ansi = config.log.color.enabled(std::io::stderr().is_terminal());
+    let _ = callgate::telemetry::try_init_with(config.log.format, ansi, filter, std::io::stderr);
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

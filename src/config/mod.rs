@@ -90,13 +90,37 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Grace period for in-flight work at shutdown.
     pub shutdown_grace_secs: u64,
-    /// Proxies whose forwarding headers are believed (CIDRs or addresses).
+    /// Proxies whose forwarding header is believed (CIDRs or addresses).
     pub trusted_proxies: Vec<String>,
+    /// The one forwarding header believed from a trusted proxy.
+    pub forwarded_header: ForwardedHeader,
+    /// Leading bits of an IPv6 address that per-IP limits key by.
+    pub ipv6_prefix_len: u8,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// HTTP/2 keep-alive PING interval.
+    pub http2_keep_alive_interval_secs: u64,
+    /// HTTP/2 keep-alive PING answer timeout.
+    pub http2_keep_alive_timeout_secs: u64,
+    /// Concurrent TCP connections.
+    pub max_connections: usize,
+    /// Largest request head of a Socket.IO transport request (else 431).
+    pub max_socketio_header_bytes: usize,
     /// Time a client has to send a request's headers; also bounds a new
     /// connection's first request (and the TLS handshake).
     pub header_read_timeout_secs: u64,
     /// Built-in TLS (both files, or neither for plain HTTP).
     pub tls: TlsConfig,
+}
+
+/// `server.forwarded_header`: which header a trusted proxy overwrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, most load balancers).
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
 }
 
 /// `[server.tls]`: built-in TLS with rustls. Both empty means plain HTTP.
@@ -222,6 +246,8 @@ pub struct AuthConfig {
     pub max_token_bytes: usize,
     /// Whether registration is open.
     pub registration_open: bool,
+    /// How often live sockets are checked against the directory.
+    pub session_recheck_secs: u64,
     /// A second, external token issuer.
     pub external: ExternalIssuerConfig,
 }
@@ -292,6 +318,8 @@ pub enum WorkerPriority {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct SocketIoConfig {
+    /// The transport path, without a trailing slash.
+    pub path: String,
     pub ping_interval_secs: u64,
     pub ping_timeout_secs: u64,
     pub connect_timeout_secs: u64,
@@ -488,6 +516,16 @@ impl Config {
         self.auth.check(&mut r, prod);
         self.password.check(&mut r);
         self.socketio.check(&mut r);
+        if self.server.idle_timeout_secs <= self.socketio.ping_interval_secs {
+            r.fail(
+                "server.idle_timeout_secs",
+                &format!(
+                    "is {}, not more than socketio.ping_interval_secs ({}): live sockets would be cut between pings",
+                    self.server.idle_timeout_secs, self.socketio.ping_interval_secs
+                ),
+                "make it longer than the ping interval (default 60)",
+            );
+        }
         r
     }
 }
@@ -516,6 +554,48 @@ impl ServerConfig {
             1,
             300,
             WHY_TIMEOUT,
+        );
+        r.range(
+            "server.ipv6_prefix_len",
+            self.ipv6_prefix_len,
+            0,
+            128,
+            "leading bits that key an IPv6 client, 64 is one subscriber's network",
+        );
+        r.range(
+            "server.idle_timeout_secs",
+            self.idle_timeout_secs,
+            1,
+            3600,
+            WHY_TIMEOUT,
+        );
+        r.range(
+            "server.http2_keep_alive_interval_secs",
+            self.http2_keep_alive_interval_secs,
+            1,
+            3600,
+            "0 would never ping, a dead HTTP/2 peer would hold its connection",
+        );
+        r.range(
+            "server.http2_keep_alive_timeout_secs",
+            self.http2_keep_alive_timeout_secs,
+            1,
+            600,
+            WHY_TIMEOUT,
+        );
+        r.range(
+            "server.max_connections",
+            self.max_connections,
+            1,
+            10_000_000,
+            "0 would refuse every connection, and each one holds a file descriptor",
+        );
+        r.range(
+            "server.max_socketio_header_bytes",
+            self.max_socketio_header_bytes,
+            1024,
+            65_536,
+            "browsers send 1 to 2 KiB, and every session keeps what it needs of the head",
         );
         if crate::http::client_ip::TrustedProxies::parse(&self.trusted_proxies).is_err() {
             r.fail(
@@ -676,6 +756,13 @@ impl AuthConfig {
             512,
             65536,
             "a real JWT is a few hundred bytes, and the cap is checked before any decoding",
+        );
+        r.range(
+            "auth.session_recheck_secs",
+            self.session_recheck_secs,
+            1,
+            3600,
+            "how long a deleted user keeps live sockets, and each pass reads the directory",
         );
         let ext = &self.external;
         if ext.enabled {
@@ -859,6 +946,18 @@ impl SocketIoConfig {
             65536,
             "packets queued per socket, 0 would fail every emit",
         );
+        let path = &self.path;
+        if !path.starts_with('/')
+            || path.len() < 2
+            || path.ends_with('/')
+            || path.contains(['?', '#', ' '])
+        {
+            r.fail(
+                "socketio.path",
+                "must start with / and not end with / (e.g. /socket.io)",
+                "use the default \"/socket.io\"",
+            );
+        }
         if self.transports.is_empty() {
             r.fail(
                 "socketio.transports",

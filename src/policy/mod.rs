@@ -21,6 +21,25 @@ pub struct Policy {
     pub rate_limits: RateLimitPolicy,
     /// Connection caps.
     pub connections: ConnectionPolicy,
+    /// Group membership caps.
+    pub groups: GroupPolicy,
+}
+
+/// `[groups]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPolicy {
+    /// Most groups one user may belong to; creating or joining one more is
+    /// refused with `limit_reached`.
+    pub max_per_user: usize,
+}
+
+/// The cap in force before a policy is applied (the built-in policy's value;
+/// a policy file layers over `policies/default.toml`, not over this).
+impl Default for GroupPolicy {
+    fn default() -> Self {
+        Self { max_per_user: 200 }
+    }
 }
 
 /// One rate: `burst` at once, then one every `60 / per_minute` seconds.
@@ -45,6 +64,10 @@ pub struct RateLimitPolicy {
     pub rooms: Rate,
     /// Socket.IO handshakes, per IP.
     pub handshake_per_ip: Rate,
+    /// Engine.IO session opens (before any CONNECT), per IP.
+    pub session_open_per_ip: Rate,
+    /// Group creations and membership changes, per user.
+    pub group_changes: Rate,
     /// Logins, per IP.
     pub login_per_ip: Rate,
     /// Logins, per username.
@@ -57,12 +80,14 @@ pub struct RateLimitPolicy {
 
 impl RateLimitPolicy {
     /// Every rate with its key, for validation.
-    pub fn rates(&self) -> [(&'static str, Rate); 7] {
+    pub fn rates(&self) -> [(&'static str, Rate); 9] {
         [
             ("rate_limits.call_initiate", self.call_initiate),
             ("rate_limits.call_control", self.call_control),
             ("rate_limits.rooms", self.rooms),
             ("rate_limits.handshake_per_ip", self.handshake_per_ip),
+            ("rate_limits.session_open_per_ip", self.session_open_per_ip),
+            ("rate_limits.group_changes", self.group_changes),
             ("rate_limits.login_per_ip", self.login_per_ip),
             ("rate_limits.login_per_username", self.login_per_username),
             ("rate_limits.register_per_ip", self.register_per_ip),
@@ -194,6 +219,7 @@ impl Policy {
         self.calls.check(&mut r);
         self.rate_limits.check(&mut r);
         self.connections.check(&mut r);
+        self.groups.check(&mut r);
         r
     }
 }
@@ -256,6 +282,18 @@ impl RateLimitPolicy {
             0,
             100_000,
             "0 means never disconnect",
+        );
+    }
+}
+
+impl GroupPolicy {
+    fn check(&self, r: &mut Rules) {
+        r.range(
+            "groups.max_per_user",
+            self.max_per_user,
+            1,
+            100_000,
+            "0 would refuse every group, and each socket joins one room per group",
         );
     }
 }
