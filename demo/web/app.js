@@ -221,8 +221,7 @@ function upsertCall(record, newState) {
 async function callPerson(contact) {
   const reply = await ask("initiateVideoCall", { receiverId: contact.id });
   if (!reply.ok) return refused(reply, contact.displayName);
-  const call = upsertCall(reply, "ringing");
-  note(call, `Ringing ${contact.displayName}...`);
+  upsertCall(reply, "ringing");
   say(`Calling ${contact.displayName}.`);
 }
 
@@ -233,12 +232,10 @@ async function callGroup(group) {
     // One live call per group: the server rang nobody and tells us about the one going on.
     const call = upsertCall(reply, "ringing");
     call.alreadyActive = true;
-    note(call, `A call is already going on in ${group.name}: join it.`);
     say(`A call is already going on in ${group.name}.`);
     return render();
   }
-  const call = upsertCall(reply, "ringing");
-  note(call, `Ringing everyone in ${group.name}...`);
+  upsertCall(reply, "ringing");
   say(`Calling ${group.name}.`);
 }
 
@@ -557,7 +554,9 @@ function renderCall(call) {
   const actions = card.querySelector(".actions");
   if (call.state === "ringing" && call.outgoing) {
     title.textContent = `Calling ${call.peerName}...`;
-    detail.textContent = call.isGroupCall ? "Waiting for someone in the group to answer." : "Waiting for an answer.";
+    detail.textContent = call.isGroupCall
+      ? "Everyone else in the group is being rung. Waiting for someone to answer."
+      : `${call.peerName} is being rung on every device. Waiting for an answer.`;
     actions.append(button("Cancel call", () => hangUp(call), "danger"));
   } else if (call.state === "ringing" && call.alreadyActive) {
     title.textContent = `A call is going on in ${call.groupName}`;
@@ -592,8 +591,11 @@ function renderCall(call) {
   if (call.isGroupCall && call.state === "active") {
     const list = card.querySelector(".participants");
     list.hidden = false;
-    const names = ["You", ...call.participants.values()];
-    for (const n of names) {
+    const label = document.createElement("li");
+    label.className = "label";
+    label.textContent = "In the call:";
+    list.append(label);
+    for (const n of ["You", ...call.participants.values()]) {
       const li = document.createElement("li");
       li.textContent = n;
       list.append(li);

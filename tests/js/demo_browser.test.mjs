@@ -95,6 +95,15 @@ test("two people call each other on the demo page in Chromium", { skip, timeout:
     shot += 1;
     await page.screenshot({ path: join(SHOTS, `${String(shot).padStart(2, "0")}-${page.label}-${name}.png`) });
   };
+  /** Both windows side by side, half size: the README's picture (docs/demo.png is a copy). */
+  const twoWindows = async (left, right) => {
+    const [a, b] = await Promise.all([left.screenshot(), right.screenshot()]);
+    const img = (png) => `<img src="data:image/png;base64,${png.toString("base64")}" width="500">`;
+    const page = await browser.newPage({ viewport: { width: 1008, height: 360 } });
+    await page.setContent(`<body style="margin:0;padding:0 0 0 0;background:#9aa0a8;display:flex;gap:8px">${img(a)}${img(b)}</body>`);
+    await page.screenshot({ path: join(SHOTS, "00-two-windows.png") });
+    await page.close();
+  };
   const see = (page, selector, text) => page.locator(selector, { hasText: text }).first().waitFor({ timeout: WAIT_MS });
   const card = (page, text) => page.locator(".call", { hasText: text }).first();
   const logIn = async (page, username) => {
@@ -134,6 +143,7 @@ test("two people call each other on the demo page in Chromium", { skip, timeout:
     await see(bobTab2, ".call.ringing.incoming", "Alice Adams is calling you");
     await snap(alice, "calling-bob");
     await snap(bob, "incoming-from-alice");
+    await twoWindows(alice, bob);
 
     // Bob answers in his first tab: both show the call; his other tab stops ringing.
     await card(bob, "Alice Adams is calling you").getByRole("button", { name: "Accept" }).click();
