@@ -221,6 +221,12 @@ function upsertCall(record, newState) {
 async function callPerson(contact) {
   const reply = await ask("initiateVideoCall", { receiverId: contact.id });
   if (!reply.ok) return refused(reply, contact.displayName);
+  if (reply.crossed) {
+    // They were calling us at the same moment: the server took our call as answering theirs.
+    const call = upsertCall(reply, "active");
+    say(`${contact.displayName} was calling you at the same time: you are now in their call.`, "good");
+    return openMeeting(call);
+  }
   upsertCall(reply, "ringing");
   say(`Calling ${contact.displayName}.`);
 }
@@ -277,6 +283,12 @@ function participant({ callId, userId, userName }, what) {
 function endCall(record, reason, endedBy) {
   const call = state.calls.get(record.callId) ?? callFrom(record);
   if (call.state === "ended") return;
+  if (reason === "replaced") {
+    // A redial: the caller called again while this call rang; the new call has its own card.
+    closeMeeting(call);
+    state.calls.delete(call.id);
+    return render();
+  }
   call.state = "ended";
   call.outcome = outcome(call, reason, endedBy);
   closeMeeting(call);
@@ -348,7 +360,7 @@ function refused(reply, who, call) {
       offline: `${who} is offline. Try again when they are online.`,
       busy: `${who} is busy in another call. Try again later.`,
       glare: `${who} is calling you at this very moment: answer their call instead.`,
-      rate_limited: `You are going too fast. Try again in ${Math.ceil((reply.retryAfterMs ?? 1000) / 1000)} s.`,
+      rate_limited: `Too many attempts in a short time (rate limited). Try again in ${Math.ceil((reply.retryAfterMs ?? 1000) / 1000)} s.`,
       not_found: call ? "This call is over." : `${who} cannot be found.`,
       invalid_state: "Too late: this call has changed in the meantime.",
       forbidden: reply.error?.message ?? "You are not allowed to do that.",
@@ -418,7 +430,7 @@ async function openMeeting(call) {
 async function restoreMeeting(call) {
   // After a reload the record has no Jitsi details; ask for a fresh room token.
   const reply = await ask("refreshJitsiToken", { callId: call.id });
-  if (reply.ok && (reply.jitsi || reply.domain)) call.jitsi = reply.jitsi ?? reply;
+  if (reply.ok && reply.jitsi) call.jitsi = reply.jitsi;
   openMeeting(call);
 }
 

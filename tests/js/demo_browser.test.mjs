@@ -45,13 +45,16 @@ function freePort() {
   });
 }
 
-/** The JS suite's policy (limits lifted) with a short ring timeout. */
+/** Call initiations each person may make at once before `rate_limited` (one more a minute after). */
+const INITIATE_BURST = 6;
+
+/** The JS suite's policy (limits lifted) with a short ring timeout and a small initiate burst. */
 function policyFile() {
-  const text = readFileSync(join(ROOT, "tests", "js", "policy.toml"), "utf8").replace(
-    /^ring_timeout_secs = \d+$/m,
-    `ring_timeout_secs = ${RING_TIMEOUT_SECS}`,
-  );
+  const text = readFileSync(join(ROOT, "tests", "js", "policy.toml"), "utf8")
+    .replace(/^ring_timeout_secs = \d+$/m, `ring_timeout_secs = ${RING_TIMEOUT_SECS}`)
+    .replace(/^call_initiate = .*$/m, `call_initiate = { per_minute = 1, burst = ${INITIATE_BURST} }`);
   assert.match(text, new RegExp(`ring_timeout_secs = ${RING_TIMEOUT_SECS}`));
+  assert.match(text, new RegExp(`call_initiate = \\{ per_minute = 1, burst = ${INITIATE_BURST} \\}`));
   const path = join(mkdtempSync(join(tmpdir(), "callgate-demo-")), "policy.toml");
   writeFileSync(path, text);
   return path;
@@ -219,6 +222,18 @@ test("two people call each other on the demo page in Chromium", { skip, timeout:
     await callPerson(alice, "dave");
     await see(alice, "#banner", "Dave Davis is offline");
     await snap(alice, "dave-offline");
+
+    // 9. Alice keeps pressing Call on Dave: once her burst is spent she is told to wait.
+    let limited = false;
+    for (let i = 0; i < INITIATE_BURST && !limited; i++) {
+      const before = await alice.locator("#log li").count();
+      await callPerson(alice, "dave");
+      await alice.waitForFunction((n) => document.querySelectorAll("#log li").length > n, before);
+      limited = (await alice.locator("#banner").textContent()).includes("rate limited");
+    }
+    assert.ok(limited, "rate_limited within the burst");
+    await see(alice, "#banner", "Too many attempts in a short time (rate limited). Try again in");
+    await snap(alice, "rate-limited");
 
     assert.deepEqual(problems, [], "no console errors and no CSP violations");
     const withToken = urls.filter((u) => u.includes("eyJ") || /token=/i.test(u));
