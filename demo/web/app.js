@@ -71,6 +71,7 @@ const state = {
   contacts: new Map(), // user id -> { id, username, displayName, online }
   groups: [], // [{ id, name, owner, members }]
   calls: new Map(), // call id -> call (see callFrom)
+  liveAfterConnect: new Set(), // call ids activeVideoCalls named since the last (re)connect
   pollTimer: null,
 };
 
@@ -104,13 +105,19 @@ function connectSocket() {
   const socket = new Socket("/socket.io/", { auth: () => ({ token: state.session.token }) });
   state.socket = socket;
 
-  socket.on("connect", () => {
+  socket.on("connect", async () => {
     setConnection("ok", "connected");
-    // What the chat frontend sends right after connecting; the server syncs our group rooms.
-    socket.emit("userOnline", me().id);
+    // What the chat frontend sends right after connecting; the server syncs our
+    // group rooms. Its ack comes after activeVideoCalls (one socket delivers in
+    // order), so once it is here we know which of our calls are still live.
+    const reply = await ask("userOnline", me().id);
+    if (reply.ok) forgetCallsNotLive();
     refreshDirectory();
   });
-  socket.on("disconnect", () => setConnection("warn", "disconnected"));
+  socket.on("disconnect", () => {
+    setConnection("warn", "disconnected");
+    state.liveAfterConnect = new Set();
+  });
   socket.on("reconnecting", ({ delayMs }) => setConnection("warn", `reconnecting in ${Math.ceil(delayMs / 1000)} s`));
   socket.on("connect_error", (err) => {
     if (err.message === "unauthorized" || err.message === "token_expired") {
@@ -208,6 +215,7 @@ function upsertCall(record, newState) {
   const previous = state.calls.get(record.callId);
   if (previous?.state === "ended") return previous; // an ended call stays ended
   const call = callFrom(record, previous);
+  state.liveAfterConnect.add(call.id); // the server just spoke of it: it is live
   if (newState && newState !== call.state) {
     call.state = newState;
     call.notes = []; // what was said while ringing is over
@@ -270,6 +278,13 @@ async function hangUp(call, endForAll = false) {
   else endCall(reply, call.state === "ringing" && call.outgoing ? "you_cancelled" : "hangup", me().id);
 }
 
+/** After a reconnect: a call the server no longer lists ended while we were away. */
+function forgetCallsNotLive() {
+  for (const call of [...state.calls.values()]) {
+    if (call.state !== "ended" && !state.liveAfterConnect.has(call.id)) endCall({ callId: call.id }, "while_away");
+  }
+}
+
 function participant({ callId, userId, userName }, what) {
   const call = state.calls.get(callId);
   if (!call || call.state === "ended") return;
@@ -312,6 +327,8 @@ function outcome(call, reason, endedBy) {
       return call.isGroupCall
         ? { text: `Nobody in ${call.groupName} took the call: everyone declined.`, tone: "bad" }
         : { text: `${peer} declined the call.`, tone: "bad" };
+    case "while_away":
+      return { text: "This call ended while you were disconnected.", tone: "neutral" };
     case "you_declined":
       return { text: `You declined the call from ${caller}.`, tone: "neutral" };
     case "you_cancelled":
@@ -663,7 +680,14 @@ function logOut(reason) {
   state.socket?.disconnect();
   clearInterval(state.pollTimer);
   for (const call of state.calls.values()) closeMeeting(call);
-  Object.assign(state, { session: null, socket: null, calls: new Map(), contacts: new Map(), groups: [] });
+  Object.assign(state, {
+    session: null,
+    socket: null,
+    calls: new Map(),
+    liveAfterConnect: new Set(),
+    contacts: new Map(),
+    groups: [],
+  });
   $("app-view").hidden = true;
   $("whoami").hidden = true;
   $("login-view").hidden = false;
