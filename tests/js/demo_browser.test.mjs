@@ -60,11 +60,13 @@ function policyFile() {
   return path;
 }
 
-test("two people call each other on the demo page in Chromium", { skip, timeout: 240_000 }, async () => {
+/**
+ * Starts callgate (demo seed, `env` added) on a free port and Chromium, and
+ * returns the helpers the scenarios below use. Screenshots are named
+ * `<prefix>NN-<person>-<step>.png`.
+ */
+async function demoSession({ env = {}, prefix = "" } = {}) {
   const { chromium } = await import("playwright-core");
-  rmSync(SHOTS, { recursive: true, force: true });
-  mkdirSync(SHOTS, { recursive: true });
-
   // The page is served from the server's own origin, and that origin is
   // allowed the normal way: by listing it in server.allowed_origins.
   const port = await freePort();
@@ -73,7 +75,7 @@ test("two people call each other on the demo page in Chromium", { skip, timeout:
     seed: SEED,
     listen: `127.0.0.1:${port}`,
     policy: policyFile(),
-    env: { CALLGATE__SERVER__ALLOWED_ORIGINS: JSON.stringify([origin]) },
+    env: { CALLGATE__SERVER__ALLOWED_ORIGINS: JSON.stringify([origin]), ...env },
   });
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
   const problems = []; // console errors and CSP violations on any page
@@ -96,15 +98,15 @@ test("two people call each other on the demo page in Chromium", { skip, timeout:
   const person = async (label) => open(await browser.newContext({ viewport: { width: 1000, height: 720 } }), label);
   const snap = async (page, name) => {
     shot += 1;
-    await page.screenshot({ path: join(SHOTS, `${String(shot).padStart(2, "0")}-${page.label}-${name}.png`) });
+    await page.screenshot({ path: join(SHOTS, `${prefix}${String(shot).padStart(2, "0")}-${page.label}-${name}.png`) });
   };
   /** Both windows side by side, half size: the README's picture (docs/demo.png is a copy). */
   const twoWindows = async (left, right) => {
     const [a, b] = await Promise.all([left.screenshot(), right.screenshot()]);
     const img = (png) => `<img src="data:image/png;base64,${png.toString("base64")}" width="500">`;
     const page = await browser.newPage({ viewport: { width: 1008, height: 360 } });
-    await page.setContent(`<body style="margin:0;padding:0 0 0 0;background:#9aa0a8;display:flex;gap:8px">${img(a)}${img(b)}</body>`);
-    await page.screenshot({ path: join(SHOTS, "00-two-windows.png") });
+    await page.setContent(`<body style="margin:0;background:#9aa0a8;display:flex;gap:8px">${img(a)}${img(b)}</body>`);
+    await page.screenshot({ path: join(SHOTS, `${prefix}00-two-windows.png`) });
     await page.close();
   };
   const see = (page, selector, text) => page.locator(selector, { hasText: text }).first().waitFor({ timeout: WAIT_MS });
@@ -118,8 +120,31 @@ test("two people call each other on the demo page in Chromium", { skip, timeout:
   const dismissAll = async (page) => {
     for (const b of await page.locator(".call.ended button", { hasText: "Dismiss" }).all()) await b.click();
   };
+  /** Runs `scenario`; on failure saves what each page showed; always closes everything. */
+  const run = async (scenario) => {
+    try {
+      await scenario();
+    } catch (err) {
+      for (const context of browser.contexts()) {
+        for (const page of context.pages()) await snap(page, "FAILED").catch(() => {});
+      }
+      throw err;
+    } finally {
+      await browser.close();
+      await server.stop();
+    }
+    assertNoSecrets(server.logs, PASSWORDS);
+  };
+  return { port, origin, server, problems, urls, open, person, snap, twoWindows, see, card, logIn, online, callPerson, dismissAll, run };
+}
 
-  try {
+rmSync(SHOTS, { recursive: true, force: true });
+mkdirSync(SHOTS, { recursive: true });
+
+test("two people call each other on the demo page in Chromium", { skip, timeout: 240_000 }, async () => {
+  const { port, origin, problems, urls, open, person, snap, twoWindows, see, card, logIn, online, callPerson, dismissAll, run } =
+    await demoSession();
+  await run(async () => {
     const alice = await person("alice");
     const bob = await person("bob");
     const carol = await person("carol");
@@ -239,15 +264,67 @@ test("two people call each other on the demo page in Chromium", { skip, timeout:
     const withToken = urls.filter((u) => u.includes("eyJ") || /token=/i.test(u));
     assert.deepEqual(withToken, [], "no token in any URL");
     assert.ok(urls.some((u) => u.startsWith(`ws://127.0.0.1:${port}/socket.io/`)), "the page used the websocket");
+  });
+});
+
+test("with a Jitsi domain the answered call opens the meeting, or says why it cannot", { skip, timeout: 120_000 }, async (t) => {
+  // Nothing listens on this port: loading external_api.js fails at once, as
+  // it does with no network. The call itself must work the same.
+  const closedPort = await freePort();
+  const domain = `127.0.0.1:${closedPort}`;
+  let session;
+  try {
+    session = await demoSession({
+      prefix: "jitsi-",
+      env: {
+        CALLGATE__JITSI__DOMAIN: domain,
+        CALLGATE__JITSI__TOKEN: "hs256",
+        CALLGATE__JITSI__APP_ID: "callgate-demo-test",
+        CALLGATE__JITSI__APP_SECRET: "demo-test-jitsi-secret-0123456789abcdef",
+        CALLGATE__JITSI__SUBJECT: "meet.jitsi",
+      },
+    });
   } catch (err) {
-    // What each person saw when it failed.
-    for (const context of browser.contexts()) {
-      for (const page of context.pages()) await snap(page, "FAILED").catch(() => {});
+    if (/jitsi/.test(err.message) && /unknown/.test(err.message)) {
+      return t.skip("this build has no [jitsi] configuration");
     }
     throw err;
-  } finally {
-    await browser.close();
-    await server.stop();
   }
-  assertNoSecrets(server.logs, PASSWORDS);
+  const { origin, problems, urls, person, snap, see, card, logIn, online, callPerson, run } = session;
+  await run(async () => {
+    const csp = (await fetch(`${origin}/demo/`)).headers.get("content-security-policy");
+    assert.match(csp, new RegExp(`script-src 'self' https://${domain};`));
+    assert.match(csp, new RegExp(`frame-src https://${domain};`));
+
+    const alice = await person("alice");
+    const bob = await person("bob");
+    const frames = []; // what the server sent alice's page
+    alice.on("websocket", (ws) => ws.on("framereceived", (f) => frames.push(String(f.payload))));
+    await logIn(alice, "alice");
+    await logIn(bob, "bob");
+    await online(alice, "bob");
+
+    await callPerson(alice, "bob");
+    await card(bob, "Alice Adams is calling you").getByRole("button", { name: "Accept" }).click();
+    const cannotLoad = `Could not load Jitsi from ${domain}`;
+    await see(alice, ".call.active .meeting", cannotLoad);
+    await see(bob, ".call.active .meeting", cannotLoad);
+    await see(bob, ".call.active .meeting", "the meeting room is \"call-");
+    await snap(bob, "jitsi-unreachable");
+    // The caller's ack carried her own room token (in memory only, never in a URL).
+    assert.ok(frames.some((f) => /"jitsi":\{[^}]*"jwt":"eyJ/.test(f)), "the initiate ack carries jitsi.jwt");
+
+    // A reload asks refreshJitsiToken and opens the meeting again.
+    await bob.reload();
+    await see(bob, ".call.active .meeting", cannotLoad);
+
+    await card(alice, "In a call with Bob Brown").getByRole("button", { name: "Hang up" }).click();
+    await see(bob, ".call.ended", "Alice Adams hung up");
+
+    // The only errors are the script that could not load; no CSP violation.
+    const unexpected = problems.filter((p) => !/Failed to load resource: net::ERR_CONNECTION_REFUSED/.test(p));
+    assert.deepEqual(unexpected, [], "no console error but the unreachable Jitsi script");
+    assert.ok(urls.some((u) => u === `https://${domain}/external_api.js`), "the page tried the Jitsi script");
+    assert.deepEqual(urls.filter((u) => u.includes("eyJ")), [], "no token in any URL");
+  });
 });
