@@ -165,7 +165,14 @@ pub fn router(page: DemoPage) -> Router {
 
 async fn accounts(axum::extract::State(page): axum::extract::State<DemoPage>) -> Response {
     match &page.accounts {
-        Some(list) => with_headers(&page, axum::Json(&**list).into_response()),
+        Some(list) => {
+            let mut response = with_headers(&page, axum::Json(&**list).into_response());
+            // Passwords, even demo ones, are not kept in any cache.
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
         None => ApiError::from(ClientError::new(ErrorCode::NotFound)).into_response(),
     }
 }

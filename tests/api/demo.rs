@@ -88,6 +88,13 @@ async fn the_demo_page_is_404_when_turned_off() {
 #[tokio::test]
 async fn demo_accounts_are_listed_only_for_a_seed_marked_demo() {
     let server = TestServer::spawn_with(|c| c.store.seed = seed_file(true)).await;
+    let res = server
+        .http
+        .get(server.url("/demo/accounts.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["cache-control"], "no-store");
     let (status, accounts) = server.get("/demo/accounts.json", None).await;
     assert_eq!(status, 200);
     assert_eq!(
