@@ -13,6 +13,7 @@ mod attacks;
 mod calls;
 mod demo;
 mod docs;
+mod edges;
 mod handshake;
 mod helpers;
 mod http;
