@@ -137,7 +137,11 @@ fn demo_routes(config: &Config, accounts: Vec<DemoAccount>) -> Option<Router> {
     };
     // The Jitsi domain, once `[jitsi]` exists in Config, goes here.
     let jitsi_domain = None;
-    Some(http::demo::router(DemoPage::new(jitsi_domain, accounts)))
+    Some(http::demo::router(DemoPage::new(
+        jitsi_domain,
+        &config.socketio.path,
+        accounts,
+    )))
 }
 
 fn transports(config: &[Transport]) -> Vec<TransportType> {

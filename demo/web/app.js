@@ -102,7 +102,9 @@ async function refreshDirectory() {
 
 function connectSocket() {
   // auth is a function, so every reconnect sends the token we hold now.
-  const socket = new Socket("/socket.io/", { auth: () => ({ token: state.session.token }) });
+  // The server writes its socketio.path into the page (default /socket.io).
+  const path = document.querySelector('meta[name="callgate-socketio-path"]').content;
+  const socket = new Socket(`${path}/`, { auth: () => ({ token: state.session.token }) });
   state.socket = socket;
 
   socket.on("connect", async () => {

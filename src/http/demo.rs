@@ -74,18 +74,28 @@ impl DemoAccount {
 #[derive(Debug, Clone)]
 pub struct DemoPage {
     csp: HeaderValue,
+    /// `index.html` with the Socket.IO path filled in.
+    index: Arc<str>,
     accounts: Option<Arc<[DemoAccount]>>,
 }
 
 impl DemoPage {
-    /// The page with its CSP for `jitsi_domain`, and the one-click accounts
-    /// (pass an empty list outside a development demo seed: the route then
-    /// answers 404).
-    pub fn new(jitsi_domain: Option<&str>, accounts: Vec<DemoAccount>) -> Self {
+    /// The page with its CSP for `jitsi_domain`, the Socket.IO path it
+    /// connects to (`socketio.path`), and the one-click accounts (pass an
+    /// empty list outside a development demo seed: the route then answers
+    /// 404).
+    pub fn new(
+        jitsi_domain: Option<&str>,
+        socketio_path: &str,
+        accounts: Vec<DemoAccount>,
+    ) -> Self {
         let csp = HeaderValue::from_str(&content_security_policy(jitsi_domain))
             .unwrap_or_else(|_| HeaderValue::from_static(LOCKED_DOWN));
         Self {
             csp,
+            index: INDEX_HTML
+                .replace("{{SOCKETIO_PATH}}", &html_attribute(socketio_path))
+                .into(),
             accounts: (!accounts.is_empty()).then(|| accounts.into()),
         }
     }
@@ -133,6 +143,23 @@ fn jitsi_source(domain: &str) -> Option<String> {
     (host_ok && port_ok).then(|| format!("https://{}", domain.to_ascii_lowercase()))
 }
 
+/// `text` escaped for a double-quoted HTML attribute.
+fn html_attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+async fn index(axum::extract::State(page): axum::extract::State<DemoPage>) -> Response {
+    let mut response = (StatusCode::OK, page.index.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    with_headers(&page, response)
+}
+
 /// The `/demo/` routes.
 pub fn router(page: DemoPage) -> Router {
     let file = |content_type: &'static str, body: &'static str| {
@@ -142,11 +169,8 @@ pub fn router(page: DemoPage) -> Router {
     };
     Router::new()
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
-        .route("/demo/", get(file("text/html; charset=utf-8", INDEX_HTML)))
-        .route(
-            "/demo/index.html",
-            get(file("text/html; charset=utf-8", INDEX_HTML)),
-        )
+        .route("/demo/", get(index))
+        .route("/demo/index.html", get(index))
         .route(
             "/demo/app.js",
             get(file("text/javascript; charset=utf-8", APP_JS)),
@@ -269,9 +293,21 @@ mod tests {
     #[test]
     fn the_policy_is_a_valid_header_value() {
         for domain in [None, Some("meet.jit.si"), Some("meet.example.com:8443")] {
-            let page = DemoPage::new(domain, Vec::new());
+            let page = DemoPage::new(domain, "/socket.io", Vec::new());
             assert_ne!(page.csp, HeaderValue::from_static(LOCKED_DOWN));
         }
+    }
+
+    #[test]
+    fn the_page_connects_to_the_configured_socketio_path_escaped() {
+        let page = DemoPage::new(None, "/rt", Vec::new());
+        assert!(page.index.contains(r#"content="/rt""#));
+        assert!(!page.index.contains("{{SOCKETIO_PATH}}"));
+        let odd = DemoPage::new(None, "/a\"><script>", Vec::new());
+        assert!(
+            odd.index
+                .contains(r#"content="/a&quot;&gt;&lt;script&gt;""#)
+        );
     }
 
     #[test]

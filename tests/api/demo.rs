@@ -57,6 +57,10 @@ async fn the_demo_page_is_served_in_development_with_a_strict_csp() {
         .unwrap();
     assert!(page.contains(r#"<script type="module" src="app.js"></script>"#));
     assert!(
+        page.contains(r#"<meta name="callgate-socketio-path" content="/socket.io">"#),
+        "the page is told socketio.path"
+    );
+    assert!(
         !page.contains("<script>"),
         "no inline script: the CSP would block it"
     );
