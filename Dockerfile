@@ -29,16 +29,18 @@ RUN mkdir -p src benches \
  && cargo build --release --locked --bin callgate \
  && rm -rf src
 
-# 2. The crate. The policy file is compiled in (include_str!) as the built-in
-#    default. COPY keeps the files' mtimes, which may be older than the stub
-#    build: touch them so cargo rebuilds the crate, not just the dependencies.
-#    build.rs records the git commit for --version; the build context has no
-#    .git, so pass it: docker build --build-arg CALLGATE_GIT_COMMIT=$(git rev-parse --short=12 HEAD)
+# 2. The crate. The policy file and the demo page (demo/web) are compiled in
+#    (include_str!). COPY keeps the files' mtimes, which may be older than the
+#    stub build: touch them so cargo rebuilds the crate, not just the
+#    dependencies. build.rs records the git commit for --version; the build
+#    context has no .git, so pass it:
+#    docker build --build-arg CALLGATE_GIT_COMMIT=$(git rev-parse --short=12 HEAD)
 #    (without it the commit reads "unknown").
 ARG CALLGATE_GIT_COMMIT=""
 COPY build.rs ./
 COPY src ./src
 COPY policies ./policies
+COPY demo/web ./demo/web
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin callgate
 
