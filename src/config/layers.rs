@@ -385,7 +385,7 @@ impl Layers {
                     None if expected.is_empty() => "remove it".to_string(),
                     None => format!("remove it; the known keys here are {}", one_of(expected)),
                 };
-                ("is not a known key".to_string(), fix)
+                ("is an unknown key".to_string(), fix)
             }
             Kind::MissingField(_) => ("is missing".to_string(), "add it".to_string()),
             Kind::UnknownVariant(v, expected) => {

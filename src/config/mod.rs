@@ -1088,7 +1088,7 @@ pub(crate) mod tests {
         let problems = load(&[("CALLGATE__SERVER__LISTN", "x")]).expect_err("unknown key");
         assert_eq!(
             problems.to_string(),
-            "CALLGATE__SERVER__LISTN: server.listn: is not a known key; remove it; did you mean \"listen\"?"
+            "CALLGATE__SERVER__LISTN: server.listn: is an unknown key; remove it; did you mean \"listen\"?"
         );
     }
 
@@ -1215,7 +1215,7 @@ pub(crate) mod tests {
             ),
             (
                 "server.listn",
-                "is not a known key; remove it; did you mean \"listen\"?",
+                "is an unknown key; remove it; did you mean \"listen\"?",
             ),
             ("server.body_limit_bytes", "is 0, must be 1024 to 1048576"),
             (

@@ -352,7 +352,7 @@ mod tests {
         let err = Policy::parse("[calls]\nbogus = 1\n", "t.toml").expect_err("refused");
         assert!(
             err.to_string().starts_with(
-                "t.toml: calls.bogus: is not a known key; remove it; the known keys here are "
+                "t.toml: calls.bogus: is an unknown key; remove it; the known keys here are "
             ),
             "{err}"
         );
@@ -431,7 +431,7 @@ mod tests {
             "p.toml: calls.one_to_one: is \"friends\", which is not one of its values; use one of \"anyone\", \"shared_group\"",
             "p.toml: calls.busy: is the number 3, expected ",
             "p.toml: calls.max_group_invitees: is 0, must be 1 to 1000",
-            "p.toml: calls.foo: is not a known key",
+            "p.toml: calls.foo: is an unknown key",
             "p.toml: rate_limits.rooms.per_minute: is the number -1, expected ",
             "p.toml: connections.max_total: is 0, must be 1 to ",
         ] {
