@@ -32,7 +32,12 @@ RUN mkdir -p src benches \
 # 2. The crate. The policy file and the demo page (demo/web) are compiled in
 #    (include_str!). COPY keeps the files' mtimes, which may be older than the
 #    stub build: touch them so cargo rebuilds the crate, not just the
-#    dependencies.
+#    dependencies. build.rs records the git commit for --version; the build
+#    context has no .git, so pass it:
+#    docker build --build-arg CALLGATE_GIT_COMMIT=$(git rev-parse --short=12 HEAD)
+#    (without it the commit reads "unknown").
+ARG CALLGATE_GIT_COMMIT=""
+COPY build.rs ./
 COPY src ./src
 COPY policies ./policies
 COPY demo/web ./demo/web

@@ -161,21 +161,16 @@ impl App {
     /// Every configuration problem at once, a bad seed, an unreachable store,
     /// or a port that cannot be bound.
     pub async fn build(config: Config, policy: Policy) -> Result<Self, BuildError> {
-        let mut problems = config.validate().err().map(|p| p.0).unwrap_or_default();
+        let mut problems = Problems(config.validate().err().map(|p| p.0).unwrap_or_default());
         let keys = TokenKeys::from_config(&config.auth, config.environment);
         if let Err(p) = &keys {
-            problems.extend(
-                p.0.iter()
-                    .filter(|k| !problems.contains(k))
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            );
+            problems.extend_new(p.0.iter().cloned());
         }
         if let Err(p) = policy.validate() {
-            problems.extend(p.0);
+            problems.extend_new(p.0);
         }
-        if !problems.is_empty() {
-            return Err(Problems(problems).into());
+        if !problems.0.is_empty() {
+            return Err(problems.into());
         }
         let keys = Arc::new(keys?);
         if keys.generated_secret() {
@@ -405,12 +400,16 @@ pub fn reload_policy(hub: &Hub, path: Option<PathBuf>) -> Result<(), Problems> {
         }
         Err(problems) => {
             for p in &problems.0 {
-                tracing::error!(key = %p.key, problem = %p.problem, "policy reload refused; keeping the old policy");
+                tracing::error!(source = p.source.as_deref().unwrap_or("built-in policy"), key = %p.key, problem = %p.problem, "policy reload refused; keeping the old policy");
             }
             Err(problems)
         }
     }
 }
+
+/// Where the policy is read from when `--policy` is not given (relative to
+/// the working directory; the built-in copy is used when it is not there).
+pub const DEFAULT_POLICY_PATH: &str = "policies/default.toml";
 
 /// The policy named by `--policy`, or the built-in one when no file was named
 /// and `policies/default.toml` is not where the server runs.
@@ -421,7 +420,7 @@ pub fn load_policy(path: Option<PathBuf>) -> Result<Policy, Problems> {
     match path {
         Some(p) => Policy::load(&p),
         None => {
-            let default = PathBuf::from("policies/default.toml");
+            let default = PathBuf::from(DEFAULT_POLICY_PATH);
             if default.is_file() {
                 Policy::load(&default)
             } else {

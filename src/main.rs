@@ -1,18 +1,26 @@
 //! The `callgate` binary: parses the command line and hands over to the library.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use callgate::app::{self, App};
-use callgate::config::{Config, Overrides};
+use callgate::config::{Config, Overrides, Problems};
 use callgate::policy::Policy;
 use clap::{Args, Parser, Subcommand};
 
+/// The version and the git commit it was built from (`build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CALLGATE_GIT_COMMIT"),
+    ")"
+);
+
 /// callgate: a secure Socket.IO call-signaling server.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -61,6 +69,9 @@ struct CheckArgs {
     /// Policy file [default: policies/default.toml].
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Also print the effective configuration and policy (secrets redacted).
+    #[arg(long)]
+    print: bool,
 }
 
 fn main() -> ExitCode {
@@ -76,7 +87,9 @@ fn main() -> ExitCode {
 fn init_tracing(config: &Config) {
     // The filter is capped so that no RUST_LOG value can log a token (see telemetry).
     let filter = callgate::telemetry::user_filter(&config.log.filter);
-    let _ = callgate::telemetry::try_init(config.log.format, filter, std::io::stderr);
+    // Colour only on a terminal unless log.color says otherwise; JSON never.
+    let ansi = config.log.color.enabled(std::io::stderr().is_terminal());
+    let _ = callgate::telemetry::try_init_with(config.log.format, ansi, filter, std::io::stderr);
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -194,47 +207,58 @@ async fn shutdown_signal() {
 }
 
 fn check_config(args: CheckArgs) -> ExitCode {
-    let mut problems = Vec::new();
-    match Config::load(args.config.as_deref(), &Overrides::default()) {
-        Ok(config) => {
-            if let Err(p) = config.validate() {
-                problems.extend(p.0);
-            }
-            let tls = &config.server.tls;
-            if !tls.cert_file.as_os_str().is_empty()
-                && !tls.key_file.as_os_str().is_empty()
-                && let Err(e) = callgate::serve::load_server_config(&tls.cert_file, &tls.key_file)
-            {
-                problems.push(e.to_problem());
-            }
-            if let Err(p) = callgate::auth::TokenKeys::from_config(&config.auth, config.environment)
-            {
-                problems.extend(
-                    p.0.into_iter()
-                        .filter(|k| !problems.contains(k))
-                        .collect::<Vec<_>>(),
-                );
-            }
+    // Every layer and every check, each problem once (a key already reported
+    // is not reported again in another wording).
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let config = Config::resolve(args.config.as_deref(), &Overrides::default(), &env);
+    let mut problems = Problems(config.problems.clone());
+    if let Some(c) = config.value.as_ref().filter(|_| config.problems.is_empty()) {
+        let tls = &c.server.tls;
+        if !tls.cert_file.as_os_str().is_empty()
+            && !tls.key_file.as_os_str().is_empty()
+            && let Err(e) = callgate::serve::load_server_config(&tls.cert_file, &tls.key_file)
+        {
+            let mut p = vec![e.to_problem()];
+            config.attribute(&mut p);
+            problems.extend_new(p);
         }
-        Err(p) => problems.extend(p.0),
-    }
-    match app::load_policy(args.policy) {
-        Ok(policy) => {
-            if let Err(p) = Policy::validate(&policy) {
-                problems.extend(p.0);
-            }
+        if let Err(p) = callgate::auth::TokenKeys::from_config(&c.auth, c.environment) {
+            let mut p = p.0;
+            config.attribute(&mut p);
+            problems.extend_new(p);
         }
-        Err(p) => problems.extend(p.0),
     }
-    if problems.is_empty() {
-        println!("configuration and policy are valid");
+    let policy_path = args
+        .policy
+        .clone()
+        .or_else(|| Some(PathBuf::from(app::DEFAULT_POLICY_PATH)).filter(|p| p.is_file()));
+    let policy = Policy::resolve(policy_path.as_deref());
+    problems.0.extend(policy.problems.iter().cloned());
+    // One write, whose failure (a closed pipe: `| head`) is not a panic.
+    let mut out = String::new();
+    if args.print {
+        out.push_str("# effective configuration (secrets redacted)\n");
+        out.push_str(&config.effective_toml());
+        out.push_str(&format!(
+            "\n# effective policy: {} over the built-in defaults\n",
+            policy_path
+                .as_deref()
+                .map_or_else(|| "nothing".to_string(), |p| p.display().to_string())
+        ));
+        out.push_str(&policy.effective_toml());
+        out.push('\n');
+    }
+    let code = if problems.0.is_empty() {
+        out.push_str("configuration and policy are valid\n");
         ExitCode::SUCCESS
     } else {
-        for p in &problems {
-            println!("{p}");
+        for p in &problems.0 {
+            out.push_str(&format!("{p}\n"));
         }
         ExitCode::FAILURE
-    }
+    };
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    code
 }
 
 fn hash_password(args: ConfigArg) -> ExitCode {

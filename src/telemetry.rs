@@ -73,7 +73,27 @@ pub fn try_init<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    try_init_with(format, false, filter, writer)
+}
+
+/// [`try_init`], with ANSI colour codes in text logs when `ansi` (the
+/// binary passes `log.color` and whether stderr is a terminal). JSON logs are
+/// never coloured: one plain JSON object per line.
+///
+/// # Errors
+/// When a global subscriber is already installed.
+pub fn try_init_with<W>(
+    format: LogFormat,
+    ansi: bool,
+    filter: EnvFilter,
+    writer: W,
+) -> Result<(), tracing_subscriber::util::TryInitError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi && format == LogFormat::Text);
     match format {
         LogFormat::Json => tracing_subscriber::registry()
             .with(layer.json().with_filter(capped(filter)))

@@ -1,18 +1,25 @@
 //! The one typed configuration, loaded once at start-up.
 //!
 //! Layers, later wins: the embedded, commented `defaults.toml`; the file given
-//! with `--config`; environment variables `CALLGATE__SECTION__KEY` (plus the two
-//! secrets `CALLGATE_JWT_SECRET` and `CALLGATE_MONGODB_URI`); command-line flags.
-//! [`Config::validate`] then lists every problem at once.
+//! with `--config`; environment variables `CALLGATE__SECTION__KEY` (secrets are
+//! read verbatim, also from their short names `CALLGATE_JWT_SECRET`,
+//! `CALLGATE_EXTERNAL_JWT_SECRET` and `CALLGATE_MONGODB_URI`); command-line
+//! flags. Every problem of every layer, and of [`Config::validate`], is
+//! reported at once, each naming its key and where it was set (see [`layers`]).
+
+pub mod layers;
+pub mod rules;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
-use figment::providers::{Format, Toml};
+use figment::value::Value;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+pub use layers::{Layers, Resolved};
+pub use rules::Rules;
 
 /// The defaults, embedded so the binary runs with no file at all.
 pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
@@ -21,6 +28,25 @@ pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
 pub const ENV_JWT_SECRET: &str = "CALLGATE_JWT_SECRET";
 /// Environment variable holding the MongoDB connection string.
 pub const ENV_MONGODB_URI: &str = "CALLGATE_MONGODB_URI";
+/// Environment variable holding the external issuer's HMAC secret.
+pub const ENV_EXTERNAL_JWT_SECRET: &str = "CALLGATE_EXTERNAL_JWT_SECRET";
+/// Prefix of the environment variables that set any key.
+pub const ENV_PREFIX: &str = "CALLGATE__";
+
+/// Keys whose values are secrets: read verbatim as strings from any
+/// environment variable, never printed in a problem, redacted by `--print`.
+pub const SECRET_KEYS: &[&str] = &[
+    "auth.jwt_secret",
+    "auth.external.secret",
+    "store.mongodb.uri",
+];
+
+/// The short environment names of the secrets (they win over `CALLGATE__…`).
+pub const SECRET_ENV: &[(&str, &str)] = &[
+    (ENV_JWT_SECRET, "auth.jwt_secret"),
+    (ENV_EXTERNAL_JWT_SECRET, "auth.external.secret"),
+    (ENV_MONGODB_URI, "store.mongodb.uri"),
+];
 
 /// Everything callgate is configured with. See `defaults.toml` for each key.
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +186,31 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter (`RUST_LOG` overrides it).
     pub filter: String,
+    /// Colour codes in text logs.
+    pub color: LogColor,
+}
+
+/// When text logs carry ANSI colour codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogColor {
+    /// Only when the log goes to a terminal (and `NO_COLOR` is not set).
+    Auto,
+    /// Always, even to a file or a pipe.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl LogColor {
+    /// Whether to colour, given whether the log goes to a terminal.
+    pub fn enabled(self, terminal: bool) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Auto => terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
 }
 
 /// Log output formats.
@@ -354,6 +405,9 @@ pub struct Problem {
     pub problem: String,
     /// How to fix it.
     pub fix: String,
+    /// Where the key was set: a file, an environment variable or a flag
+    /// (`None`: the built-in defaults).
+    pub source: Option<String>,
 }
 
 impl Problem {
@@ -363,19 +417,46 @@ impl Problem {
             key: key.into(),
             problem: problem.into(),
             fix: fix.into(),
+            source: None,
         }
+    }
+
+    /// The same problem, naming where its key was set.
+    #[must_use]
+    pub fn from_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
     }
 }
 
+/// `[source: ]key: problem; fix` (a whole-file problem has no key).
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}; {}", self.key, self.problem, self.fix)
+        if let Some(source) = &self.source {
+            write!(f, "{source}: ")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        write!(f, "{}; {}", self.problem, self.fix)
     }
 }
 
 /// Every problem found, printed one per line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// Adds the problems of `more` whose key has no problem yet: two checks
+    /// of the same key (say, validation and key loading) report it once.
+    pub fn extend_new(&mut self, more: impl IntoIterator<Item = Problem>) {
+        for p in more {
+            if !self.0.iter().any(|q| q.key == p.key) {
+                self.0.push(p);
+            }
+        }
+    }
+}
 
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -390,10 +471,12 @@ impl fmt::Display for Problems {
 }
 
 impl Config {
-    /// Loads defaults, then `file`, then the environment, then `overrides`.
+    /// Loads defaults, then `file`, then the environment, then `overrides`,
+    /// and validates the result.
     ///
     /// # Errors
-    /// Returns the problems found while reading or parsing any layer.
+    /// Every problem found in any layer and by [`Config::validate`], each
+    /// once, naming its key and the layer that set it.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, Problems> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         Self::load_from(file, overrides, &env)
@@ -408,62 +491,57 @@ impl Config {
         overrides: &Overrides,
         env: &[(String, String)],
     ) -> Result<Self, Problems> {
-        let mut figment = Figment::from(Toml::string(DEFAULTS_TOML));
+        let resolved = Self::resolve(file, overrides, env);
+        match resolved.value {
+            Some(config) if resolved.problems.is_empty() => Ok(config),
+            _ => Err(Problems(resolved.problems)),
+        }
+    }
+
+    /// Every layer merged and checked: the configuration (with defaults in
+    /// place of bad values), every problem, and the effective settings with
+    /// secrets redacted (`check-config --print`).
+    pub fn resolve(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: &[(String, String)],
+    ) -> Resolved<Self> {
+        let mut layers = Layers::new(DEFAULTS_TOML, SECRET_KEYS);
         if let Some(path) = file {
-            if !path.is_file() {
-                return Err(Problems(vec![Problem::new(
-                    "--config",
-                    format!("{} is not a readable file", path.display()),
-                    "give the path of a TOML file",
-                )]));
-            }
-            figment = figment.merge(Toml::file_exact(path));
+            layers.file(path, "--config");
         }
         for (name, value) in env {
-            if let Some(path) = name.strip_prefix("CALLGATE__") {
+            if let Some(path) = name.strip_prefix(ENV_PREFIX)
+                && !path.is_empty()
+            {
                 let key = path.to_ascii_lowercase().replace("__", ".");
-                // Values are read as TOML-ish scalars or arrays, like figment's Env.
-                let value: figment::value::Value = value.parse().unwrap_or_else(|e| match e {});
-                figment = figment.merge((key, value));
+                layers.set_env(&key, value, name);
             }
         }
-        let var = |wanted: &str| {
-            env.iter()
-                .find(|(k, _)| k == wanted)
-                .map(|(_, v)| v.clone())
-        };
-        // Secrets are taken verbatim as strings, never reinterpreted as numbers.
-        if let Some(secret) = var(ENV_JWT_SECRET) {
-            figment = figment.merge(("auth.jwt_secret", secret));
-        }
-        if let Some(uri) = var(ENV_MONGODB_URI) {
-            figment = figment.merge(("store.mongodb.uri", uri));
+        for (var, key) in SECRET_ENV {
+            if let Some((_, value)) = env.iter().find(|(k, _)| k == var) {
+                layers.set_env(key, value, var);
+            }
         }
         if let Some(listen) = overrides.listen {
-            figment = figment.merge(("server.listen", listen.to_string()));
+            layers.set("server.listen", Value::from(listen.to_string()), "--listen");
         }
         if let Some(seed) = &overrides.seed {
-            figment = figment.merge(("store.seed", seed.display().to_string()));
+            layers.set(
+                "store.seed",
+                Value::from(seed.display().to_string()),
+                "--seed",
+            );
         }
-        figment.extract().map_err(|errors| {
-            Problems(
-                errors
-                    .into_iter()
-                    .map(|e| {
-                        let key = if e.path.is_empty() {
-                            "config".to_string()
-                        } else {
-                            e.path.join(".")
-                        };
-                        Problem::new(
-                            key,
-                            e.kind.to_string(),
-                            "see the configuration table in README.md",
-                        )
-                    })
-                    .collect(),
-            )
-        })
+        let mut resolved = layers.extract::<Self>();
+        if let Some(Err(more)) = resolved.value.as_ref().map(Self::validate) {
+            let mut more = more.0;
+            resolved.attribute(&mut more);
+            let mut problems = Problems(std::mem::take(&mut resolved.problems));
+            problems.extend_new(more);
+            resolved.problems = problems.0;
+        }
+        resolved
     }
 
     /// Checks every rule that types alone cannot express.
@@ -471,256 +549,177 @@ impl Config {
     /// # Errors
     /// Returns every problem found, not only the first.
     pub fn validate(&self) -> Result<(), Problems> {
-        let mut out = Vec::new();
-        let mut bad =
-            |key: &str, problem: &str, fix: &str| out.push(Problem::new(key, problem, fix));
-        let prod = self.environment == Environment::Production;
+        self.rules().finish()
+    }
 
-        // Tokens.
-        let secret_len = self.auth.jwt_secret.expose_secret().len();
-        if self.auth.algorithm == IssuerAlgorithm::HS256 {
-            if secret_len == 0 && prod {
-                bad(
-                    "auth.jwt_secret",
-                    "is empty in production",
-                    "set CALLGATE_JWT_SECRET to at least 32 random bytes",
-                );
-            } else if secret_len > 0 && secret_len < 32 {
-                bad(
-                    "auth.jwt_secret",
-                    "is shorter than 32 bytes",
-                    "set CALLGATE_JWT_SECRET to at least 32 random bytes",
-                );
-            }
-        } else {
-            for (key, path) in [
-                (
-                    "auth.ed25519_private_key_file",
-                    &self.auth.ed25519_private_key_file,
+    /// Runs every rule; [`Rules::ranges`] then lists the range of each number.
+    pub fn rules(&self) -> Rules {
+        let mut r = Rules::new(DEFAULTS_TOML);
+        let prod = self.environment == Environment::Production;
+        self.server.check(&mut r, prod);
+        self.store.check(&mut r, prod);
+        self.auth.check(&mut r, prod);
+        self.password.check(&mut r);
+        self.socketio.check(&mut r);
+        if self.server.idle_timeout_secs <= self.socketio.ping_interval_secs {
+            r.fail(
+                "server.idle_timeout_secs",
+                &format!(
+                    "is {}, not more than socketio.ping_interval_secs ({}): live sockets would be cut between pings",
+                    self.server.idle_timeout_secs, self.socketio.ping_interval_secs
                 ),
-                (
-                    "auth.ed25519_public_key_file",
-                    &self.auth.ed25519_public_key_file,
-                ),
-            ] {
-                if !path.is_file() {
-                    bad(
-                        key,
-                        "is not a readable file",
-                        "give a PEM file (see certs/README.md)",
+                "make it longer than the ping interval (default 60)",
+            );
+        }
+        r
+    }
+}
+
+const WHY_TIMEOUT: &str = "0 would time out at once, a long wait holds resources";
+
+impl ServerConfig {
+    fn check(&self, r: &mut Rules, prod: bool) {
+        r.range(
+            "server.body_limit_bytes",
+            self.body_limit_bytes,
+            1024,
+            1 << 20,
+            "request bodies are small JSON, more lets one client make the server buffer megabytes",
+        );
+        r.range(
+            "server.shutdown_grace_secs",
+            self.shutdown_grace_secs,
+            0,
+            300,
+            "0 closes at once, and past 5 minutes an orchestrator kills the process anyway",
+        );
+        r.range(
+            "server.header_read_timeout_secs",
+            self.header_read_timeout_secs,
+            1,
+            300,
+            WHY_TIMEOUT,
+        );
+        r.range(
+            "server.ipv6_prefix_len",
+            self.ipv6_prefix_len,
+            0,
+            128,
+            "leading bits that key an IPv6 client, 64 is one subscriber's network",
+        );
+        r.range(
+            "server.idle_timeout_secs",
+            self.idle_timeout_secs,
+            1,
+            3600,
+            WHY_TIMEOUT,
+        );
+        r.range(
+            "server.http2_keep_alive_interval_secs",
+            self.http2_keep_alive_interval_secs,
+            1,
+            3600,
+            "0 would never ping, a dead HTTP/2 peer would hold its connection",
+        );
+        r.range(
+            "server.http2_keep_alive_timeout_secs",
+            self.http2_keep_alive_timeout_secs,
+            1,
+            600,
+            WHY_TIMEOUT,
+        );
+        r.range(
+            "server.max_connections",
+            self.max_connections,
+            1,
+            10_000_000,
+            "0 would refuse every connection, and each one holds a file descriptor",
+        );
+        r.range(
+            "server.max_socketio_header_bytes",
+            self.max_socketio_header_bytes,
+            1024,
+            65_536,
+            "browsers send 1 to 2 KiB, and every session keeps what it needs of the head",
+        );
+        if crate::http::client_ip::TrustedProxies::parse(&self.trusted_proxies).is_err() {
+            r.fail(
+                "server.trusted_proxies",
+                "holds an entry that is not a CIDR or an IP address",
+                "write entries like \"10.0.0.0/8\" or \"192.0.2.10\"",
+            );
+        }
+        for origin in &self.allowed_origins {
+            if origin == "*" {
+                if prod {
+                    r.fail(
+                        "server.allowed_origins",
+                        "contains \"*\" in production",
+                        "list the exact origins of your frontend",
                     );
                 }
-            }
-        }
-        if self.auth.issuer.is_empty() {
-            bad("auth.issuer", "is empty", "set a non-empty issuer name");
-        }
-        if self.auth.audience.is_empty() {
-            bad("auth.audience", "is empty", "set a non-empty audience");
-        }
-        if !(60..=7 * 24 * 3600).contains(&self.auth.token_ttl_secs) {
-            bad(
-                "auth.token_ttl_secs",
-                "must be 60 to 604800",
-                "pick a lifetime between a minute and a week",
-            );
-        }
-        if self.auth.leeway_secs > 300 {
-            bad(
-                "auth.leeway_secs",
-                "must be at most 300",
-                "keep clock skew allowance small (default 5)",
-            );
-        }
-        if !(512..=65536).contains(&self.auth.max_token_bytes) {
-            bad(
-                "auth.max_token_bytes",
-                "must be 512 to 65536",
-                "use the default 8192",
-            );
-        }
-        let ext = &self.auth.external;
-        if ext.enabled {
-            let hmac = ext.algorithm.starts_with("HS");
-            if !matches!(
-                ext.algorithm.as_str(),
-                "HS256"
-                    | "HS384"
-                    | "HS512"
-                    | "RS256"
-                    | "RS384"
-                    | "RS512"
-                    | "ES256"
-                    | "ES384"
-                    | "EdDSA"
-            ) {
-                bad(
-                    "auth.external.algorithm",
-                    "is not supported",
-                    "use HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384 or EdDSA",
-                );
-            } else if hmac && ext.secret.expose_secret().len() < 32 {
-                bad(
-                    "auth.external.secret",
-                    "must be at least 32 bytes for HMAC",
-                    "set the chat backend's signing secret",
-                );
-            } else if !hmac && !ext.public_key_file.is_file() {
-                bad(
-                    "auth.external.public_key_file",
-                    "is not a readable file",
-                    "give the issuer's PEM public key",
-                );
-            }
-            if ext.issuer.is_empty() {
-                bad(
-                    "auth.external.issuer",
-                    "is empty",
-                    "set the iss the chat backend puts in its tokens",
-                );
-            }
-            if ext.audience.is_empty() {
-                bad(
-                    "auth.external.audience",
-                    "is empty",
-                    "set the aud the chat backend puts in its tokens",
-                );
-            }
-            if ext.user_id_claim.is_empty() {
-                bad(
-                    "auth.external.user_id_claim",
-                    "is empty",
-                    "name the claim with the user id (sub, id, userId)",
+            } else if !is_exact_origin(origin) {
+                r.fail(
+                    "server.allowed_origins",
+                    "holds a value that is not scheme://host[:port]",
+                    "write origins like https://chat.example.com",
                 );
             }
         }
-
-        // Listener.
-        let srv = &self.server;
-        if srv.ipv6_prefix_len > 128 {
-            bad(
-                "server.ipv6_prefix_len",
-                "must be 0 to 128",
-                "use the default 64",
-            );
-        }
-        if !(1..=3600).contains(&srv.idle_timeout_secs)
-            || srv.idle_timeout_secs <= self.socketio.ping_interval_secs
-        {
-            bad(
-                "server.idle_timeout_secs",
-                "must be 1 to 3600 and more than socketio.ping_interval_secs",
-                "use the default 60",
-            );
-        }
-        if !(1..=3600).contains(&srv.http2_keep_alive_interval_secs)
-            || !(1..=600).contains(&srv.http2_keep_alive_timeout_secs)
-        {
-            bad(
-                "server.http2_keep_alive_interval_secs",
-                "interval must be 1 to 3600 and timeout 1 to 600",
-                "use the defaults 20 and 10",
-            );
-        }
-        if srv.max_connections == 0 {
-            bad(
-                "server.max_connections",
-                "must be positive",
-                "use the default 25000",
-            );
-        }
-        if !(1024..=65_536).contains(&srv.max_socketio_header_bytes) {
-            bad(
-                "server.max_socketio_header_bytes",
-                "must be 1024 to 65536",
-                "use the default 8192",
-            );
-        }
-        if !(1..=3600).contains(&self.auth.session_recheck_secs) {
-            bad(
-                "auth.session_recheck_secs",
-                "must be 1 to 3600",
-                "use the default 30",
-            );
-        }
-        let path = &self.socketio.path;
-        if !path.starts_with('/')
-            || path.len() < 2
-            || path.ends_with('/')
-            || path.contains(['?', '#', ' '])
-        {
-            bad(
-                "socketio.path",
-                "must start with / and not end with / (e.g. /socket.io)",
-                "use the default /socket.io",
-            );
-        }
-        if !(1..=300).contains(&self.server.header_read_timeout_secs) {
-            bad(
-                "server.header_read_timeout_secs",
-                "must be 1 to 300",
-                "use the default 10",
-            );
-        }
-        let tls = &self.server.tls;
+        let tls = &self.tls;
+        let both = "set both PEM files for TLS, or neither for plain HTTP";
         match (
             tls.cert_file.as_os_str().is_empty(),
             tls.key_file.as_os_str().is_empty(),
         ) {
             (true, true) => {}
-            (false, true) => bad(
+            (false, true) => r.fail(
                 "server.tls.key_file",
                 "is empty while server.tls.cert_file is set",
-                "set both PEM files for TLS, or neither for plain HTTP",
+                both,
             ),
-            (true, false) => bad(
+            (true, false) => r.fail(
                 "server.tls.cert_file",
                 "is empty while server.tls.key_file is set",
-                "set both PEM files for TLS, or neither for plain HTTP",
+                both,
             ),
             (false, false) => {
-                for (key, path, fix) in [
-                    (
-                        "server.tls.cert_file",
-                        &tls.cert_file,
-                        "give a PEM certificate chain (see certs/README.md)",
-                    ),
-                    (
-                        "server.tls.key_file",
-                        &tls.key_file,
-                        "give the certificate's PEM private key (see certs/README.md)",
-                    ),
-                ] {
-                    if !path.is_file() {
-                        bad(key, "is not a readable file", fix);
-                    }
-                }
+                r.file(
+                    "server.tls.cert_file",
+                    &tls.cert_file,
+                    "give a PEM certificate chain (see certs/README.md)",
+                );
+                r.file(
+                    "server.tls.key_file",
+                    &tls.key_file,
+                    "give the certificate's PEM private key (see certs/README.md)",
+                );
             }
         }
+    }
+}
 
-        // Store.
-        match self.store.kind {
-            StoreKind::Embedded if prod => bad(
+impl StoreConfig {
+    fn check(&self, r: &mut Rules, prod: bool) {
+        match self.kind {
+            StoreKind::Embedded if prod => r.fail(
                 "store.kind",
                 "is \"embedded\" in production (users would vanish at restart)",
                 "use \"mongodb\" and set CALLGATE_MONGODB_URI",
             ),
-            StoreKind::Mongodb if self.store.mongodb.uri.expose_secret().is_empty() => {
-                bad("store.mongodb.uri", "is empty", "set CALLGATE_MONGODB_URI")
+            StoreKind::Mongodb if self.mongodb.uri.expose_secret().is_empty() => {
+                r.fail("store.mongodb.uri", "is empty", "set CALLGATE_MONGODB_URI")
             }
             _ => {}
         }
-        if self.store.kind == StoreKind::Embedded
-            && !self.store.seed.as_os_str().is_empty()
-            && !self.store.seed.is_file()
-        {
-            bad(
+        if self.kind == StoreKind::Embedded && !self.seed.as_os_str().is_empty() {
+            r.file(
                 "store.seed",
-                "is not a readable file",
+                &self.seed,
                 "give a JSON seed file (see demo/seed.json)",
             );
         }
-        let m = &self.store.mongodb;
+        let m = &self.mongodb;
         for (key, value) in [
             ("store.mongodb.database", &m.database),
             ("store.mongodb.users_collection", &m.users_collection),
@@ -733,133 +732,283 @@ impl Config {
             ("store.mongodb.owner_field", &m.owner_field),
         ] {
             if value.is_empty() || value.starts_with('$') || value.contains(['.', '\0']) {
-                bad(
+                r.fail(
                     key,
                     "must be a plain, non-empty name (no leading $, no dots)",
                     "use the name used in your database",
                 );
             }
         }
-        if !(1..=60).contains(&m.connect_timeout_secs) {
-            bad(
-                "store.mongodb.connect_timeout_secs",
-                "must be 1 to 60",
-                "use the default 5",
-            );
-        }
+        r.range(
+            "store.mongodb.connect_timeout_secs",
+            m.connect_timeout_secs,
+            1,
+            60,
+            WHY_TIMEOUT,
+        );
+    }
+}
 
-        // Passwords.
-        let p = &self.password;
-        if argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None).is_err() {
-            bad(
-                "password",
-                "memory_kib, iterations, parallelism are not valid argon2 parameters",
-                "use the OWASP defaults 19456, 2, 1",
+/// The JWT algorithms accepted from an external issuer.
+const EXTERNAL_ALGORITHMS: &[&str] = &[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA",
+];
+
+impl AuthConfig {
+    fn check(&self, r: &mut Rules, prod: bool) {
+        let secret_len = self.jwt_secret.expose_secret().len();
+        let fix_secret = "set CALLGATE_JWT_SECRET to at least 32 random bytes";
+        match self.algorithm {
+            IssuerAlgorithm::HS256 if secret_len == 0 && prod => {
+                r.fail("auth.jwt_secret", "is empty in production", fix_secret)
+            }
+            IssuerAlgorithm::HS256 if secret_len > 0 && secret_len < 32 => {
+                r.fail("auth.jwt_secret", "is shorter than 32 bytes", fix_secret)
+            }
+            IssuerAlgorithm::HS256 => {}
+            IssuerAlgorithm::EdDSA => {
+                r.file(
+                    "auth.ed25519_private_key_file",
+                    &self.ed25519_private_key_file,
+                    "give a PEM file (see certs/README.md)",
+                );
+                r.file(
+                    "auth.ed25519_public_key_file",
+                    &self.ed25519_public_key_file,
+                    "give a PEM file (see certs/README.md)",
+                );
+            }
+        }
+        r.non_empty("auth.issuer", &self.issuer, "set a non-empty issuer name");
+        r.non_empty("auth.audience", &self.audience, "set a non-empty audience");
+        r.range(
+            "auth.token_ttl_secs",
+            self.token_ttl_secs,
+            60,
+            7 * 24 * 3600,
+            "a token must outlive a login round trip, and a stolen one must not live for weeks",
+        );
+        r.range(
+            "auth.leeway_secs",
+            self.leeway_secs,
+            0,
+            300,
+            "clock skew allowance, and minutes of it extend every token's life",
+        );
+        r.range(
+            "auth.max_token_bytes",
+            self.max_token_bytes,
+            512,
+            65536,
+            "a real JWT is a few hundred bytes, and the cap is checked before any decoding",
+        );
+        r.range(
+            "auth.session_recheck_secs",
+            self.session_recheck_secs,
+            1,
+            3600,
+            "how long a deleted user keeps live sockets, and each pass reads the directory",
+        );
+        let ext = &self.external;
+        if ext.enabled {
+            let hmac = ext.algorithm.starts_with("HS");
+            if !EXTERNAL_ALGORITHMS.contains(&ext.algorithm.as_str()) {
+                r.fail(
+                    "auth.external.algorithm",
+                    "is not a supported algorithm",
+                    &format!("use one of {}", EXTERNAL_ALGORITHMS.join(", ")),
+                );
+            } else if hmac && ext.secret.expose_secret().len() < 32 {
+                r.fail(
+                    "auth.external.secret",
+                    "is shorter than 32 bytes",
+                    "set CALLGATE_EXTERNAL_JWT_SECRET to the chat backend's signing secret",
+                );
+            } else if !hmac {
+                r.file(
+                    "auth.external.public_key_file",
+                    &ext.public_key_file,
+                    "give the issuer's PEM public key",
+                );
+            }
+            r.non_empty(
+                "auth.external.issuer",
+                &ext.issuer,
+                "set the iss the chat backend puts in its tokens",
+            );
+            r.non_empty(
+                "auth.external.audience",
+                &ext.audience,
+                "set the aud the chat backend puts in its tokens",
+            );
+            r.non_empty(
+                "auth.external.user_id_claim",
+                &ext.user_id_claim,
+                "name the claim with the user id (sub, id, userId)",
             );
         }
-        if p.memory_kib > p.max_memory_kib
-            || p.iterations > p.max_iterations
-            || p.parallelism > p.max_parallelism
-        {
-            bad(
+    }
+}
+
+impl PasswordConfig {
+    fn check(&self, r: &mut Rules) {
+        let cost =
+            "argon2id cost: below it hashes are cheap to crack, above it one login takes seconds";
+        r.range("password.memory_kib", self.memory_kib, 8, 1 << 20, cost);
+        r.range("password.iterations", self.iterations, 1, 64, cost);
+        r.range("password.parallelism", self.parallelism, 1, 16, cost);
+        let ceiling = "stored hashes costlier than this are refused, so a planted hash cannot stall the server";
+        r.range(
+            "password.max_memory_kib",
+            self.max_memory_kib,
+            8,
+            4 << 20,
+            ceiling,
+        );
+        r.range(
+            "password.max_iterations",
+            self.max_iterations,
+            1,
+            256,
+            ceiling,
+        );
+        r.range(
+            "password.max_parallelism",
+            self.max_parallelism,
+            1,
+            64,
+            ceiling,
+        );
+        r.range(
+            "password.max_concurrent",
+            self.max_concurrent,
+            0,
+            256,
+            "hashing threads, 0 means one fewer than the cores",
+        );
+        r.range(
+            "password.queue_timeout_ms",
+            self.queue_timeout_ms,
+            1,
+            60_000,
+            WHY_TIMEOUT,
+        );
+        if self.memory_kib < 8 * self.parallelism {
+            r.fail(
+                "password.memory_kib",
+                "is below 8 KiB per lane (8 × password.parallelism)",
+                "raise memory_kib or lower parallelism",
+            );
+        }
+        for (key, value, param, ceiling) in [
+            (
                 "password.max_memory_kib",
-                "the ceilings are below the parameters",
-                "raise max_* to at least the parameters",
-            );
+                self.max_memory_kib,
+                "password.memory_kib",
+                self.memory_kib,
+            ),
+            (
+                "password.max_iterations",
+                self.max_iterations,
+                "password.iterations",
+                self.iterations,
+            ),
+            (
+                "password.max_parallelism",
+                self.max_parallelism,
+                "password.parallelism",
+                self.parallelism,
+            ),
+        ] {
+            if value < ceiling {
+                r.fail(
+                    key,
+                    &format!("is {value}, below {param} ({ceiling})"),
+                    &format!("raise it to at least {ceiling}"),
+                );
+            }
         }
-        if !(1..=60_000).contains(&p.queue_timeout_ms) {
-            bad(
-                "password.queue_timeout_ms",
-                "must be 1 to 60000",
-                "use the default 2000",
-            );
-        }
+    }
+}
 
-        // Transport.
-        let s = &self.socketio;
-        if s.ping_interval_secs == 0 || s.ping_timeout_secs == 0 {
-            bad(
-                "socketio.ping_interval_secs",
-                "ping interval and timeout must be positive",
-                "use the defaults 25 and 20",
-            );
-        }
-        if !(1..=60).contains(&s.connect_timeout_secs) {
-            bad(
-                "socketio.connect_timeout_secs",
-                "must be 1 to 60",
-                "use the default 10",
-            );
-        }
-        if s.max_payload_bytes < 1024
-            || s.ws_max_message_bytes < 1024
-            || s.ws_max_frame_bytes < 1024
+impl SocketIoConfig {
+    fn check(&self, r: &mut Rules) {
+        let heartbeat = "a client silent for interval + timeout is dropped, 0 would drop everyone";
+        r.range(
+            "socketio.ping_interval_secs",
+            self.ping_interval_secs,
+            1,
+            300,
+            heartbeat,
+        );
+        r.range(
+            "socketio.ping_timeout_secs",
+            self.ping_timeout_secs,
+            1,
+            300,
+            heartbeat,
+        );
+        r.range(
+            "socketio.connect_timeout_secs",
+            self.connect_timeout_secs,
+            1,
+            60,
+            WHY_TIMEOUT,
+        );
+        let size = "signaling messages are a few hundred bytes, larger limits let one client hold megabytes";
+        r.range(
+            "socketio.max_payload_bytes",
+            self.max_payload_bytes,
+            1024,
+            16 << 20,
+            size,
+        );
+        r.range(
+            "socketio.ws_max_message_bytes",
+            self.ws_max_message_bytes,
+            1024,
+            16 << 20,
+            size,
+        );
+        r.range(
+            "socketio.ws_max_frame_bytes",
+            self.ws_max_frame_bytes,
+            1024,
+            16 << 20,
+            size,
+        );
+        r.range(
+            "socketio.ws_read_buffer_bytes",
+            self.ws_read_buffer_bytes,
+            256,
+            65536,
+            "kept by every idle socket, it grows for larger messages",
+        );
+        r.range(
+            "socketio.max_buffer_size",
+            self.max_buffer_size,
+            1,
+            65536,
+            "packets queued per socket, 0 would fail every emit",
+        );
+        let path = &self.path;
+        if !path.starts_with('/')
+            || path.len() < 2
+            || path.ends_with('/')
+            || path.contains(['?', '#', ' '])
         {
-            bad(
-                "socketio.max_payload_bytes",
-                "payload, message and frame limits must be at least 1024",
-                "use the default 65536",
+            r.fail(
+                "socketio.path",
+                "must start with / and not end with / (e.g. /socket.io)",
+                "use the default \"/socket.io\"",
             );
         }
-        if !(256..=65_536).contains(&s.ws_read_buffer_bytes) {
-            bad(
-                "socketio.ws_read_buffer_bytes",
-                "must be 256 to 65536",
-                "use the default 1024",
-            );
-        }
-        if s.max_buffer_size == 0 {
-            bad(
-                "socketio.max_buffer_size",
-                "must be positive",
-                "use the default 128",
-            );
-        }
-        if s.transports.is_empty() {
-            bad(
+        if self.transports.is_empty() {
+            r.fail(
                 "socketio.transports",
                 "is empty",
                 "use [\"polling\", \"websocket\"] or [\"websocket\"]",
             );
-        }
-
-        // HTTP.
-        if !(1024..=1 << 20).contains(&self.server.body_limit_bytes) {
-            bad(
-                "server.body_limit_bytes",
-                "must be 1024 to 1048576",
-                "use the default 16384",
-            );
-        }
-        if crate::http::client_ip::TrustedProxies::parse(&self.server.trusted_proxies).is_err() {
-            bad(
-                "server.trusted_proxies",
-                "holds an entry that is not a CIDR or an IP address",
-                "write entries like \"10.0.0.0/8\" or \"192.0.2.10\"",
-            );
-        }
-        for origin in &self.server.allowed_origins {
-            if origin == "*" {
-                if prod {
-                    bad(
-                        "server.allowed_origins",
-                        "contains \"*\" in production",
-                        "list the exact origins of your frontend",
-                    );
-                }
-            } else if !is_exact_origin(origin) {
-                bad(
-                    "server.allowed_origins",
-                    "holds a value that is not scheme://host[:port]",
-                    "write origins like https://chat.example.com",
-                );
-            }
-        }
-
-        if out.is_empty() {
-            Ok(())
-        } else {
-            Err(Problems(out))
         }
     }
 }
@@ -880,7 +1029,7 @@ fn is_exact_origin(origin: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn load(env: &[(&str, &str)]) -> Result<Config, Problems> {
@@ -937,18 +1086,287 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused_with_their_path() {
         let problems = load(&[("CALLGATE__SERVER__LISTN", "x")]).expect_err("unknown key");
-        assert!(problems.to_string().contains("listn"), "{problems}");
+        assert_eq!(
+            problems.to_string(),
+            "CALLGATE__SERVER__LISTN: server.listn: is an unknown key; remove it; did you mean \"listen\"?"
+        );
     }
 
     #[test]
     fn a_short_secret_is_refused_in_every_environment() {
-        let config = load(&[(ENV_JWT_SECRET, "short")]).expect("parse");
-        let problems = config.validate().expect_err("must refuse");
-        assert!(
-            problems
-                .to_string()
-                .starts_with("auth.jwt_secret: is shorter than 32 bytes;")
+        let problems = load(&[(ENV_JWT_SECRET, "short")]).expect_err("must refuse");
+        assert_eq!(
+            problems.to_string(),
+            "CALLGATE_JWT_SECRET: auth.jwt_secret: is shorter than 32 bytes; set CALLGATE_JWT_SECRET to at least 32 random bytes"
         );
+    }
+
+    fn resolve_env(env: &[(&str, &str)]) -> Resolved<Config> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        Config::resolve(None, &Overrides::default(), &env)
+    }
+
+    fn resolve_file(text: &str) -> (Resolved<Config>, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("callgate.toml");
+        std::fs::write(&path, text).expect("write");
+        let resolved = Config::resolve(Some(&path), &Overrides::default(), &[]);
+        (resolved, path.display().to_string())
+    }
+
+    fn lines(resolved: &Resolved<Config>) -> Vec<String> {
+        resolved.problems.iter().map(ToString::to_string).collect()
+    }
+
+    /// Every numeric leaf of a TOML table, as dotted keys.
+    pub(crate) fn numeric_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Integer(_) | toml::Value::Float(_) => out.push(key),
+                toml::Value::Table(t) => numeric_keys(t, &key, out),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn every_number_in_the_defaults_has_a_range() {
+        let config = load(&[]).expect("defaults");
+        let rules = config.rules();
+        let mut keys = Vec::new();
+        numeric_keys(&toml::from_str(DEFAULTS_TOML).expect("toml"), "", &mut keys);
+        assert!(keys.len() > 20, "{keys:?}");
+        for key in keys {
+            assert!(
+                rules.ranges().iter().any(|r| r.key == key),
+                "{key} has no range rule: add one next to its section's other rules"
+            );
+        }
+    }
+
+    #[test]
+    fn every_range_holds_at_its_edges_and_refuses_past_them() {
+        let config = load(&[]).expect("defaults");
+        for rule in config.rules().ranges() {
+            let var = format!(
+                "{ENV_PREFIX}{}",
+                rule.key.to_ascii_uppercase().replace('.', "__")
+            );
+            let range_problem = |value: i128| {
+                let resolved = resolve_env(&[(&var, &value.to_string())]);
+                resolved
+                    .problems
+                    .iter()
+                    .find(|p| p.key == rule.key)
+                    .map(ToString::to_string)
+                    .filter(|p| p.contains("must be"))
+            };
+            for edge in [rule.min, rule.max] {
+                assert_eq!(
+                    range_problem(edge),
+                    None,
+                    "{} = {edge} is allowed",
+                    rule.key
+                );
+            }
+            let above = range_problem(rule.max + 1).expect("above the range is refused");
+            assert!(
+                above.starts_with(&format!(
+                    "{var}: {}: is {}, must be {} to {} (",
+                    rule.key,
+                    rule.max + 1,
+                    rule.min,
+                    rule.max
+                )),
+                "{above}"
+            );
+            if rule.min > 0 {
+                assert!(
+                    range_problem(rule.min - 1).is_some(),
+                    "{} below {}",
+                    rule.key,
+                    rule.min
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_with_several_problems_reports_each_once_naming_the_file() {
+        let (resolved, file) = resolve_file(
+            "[server]\nlisten = \"nonsense\"\nlistn = 1\nbody_limit_bytes = 0\n\
+             [log]\nformat = \"xml\"\n\
+             [auth]\ntoken_ttl_secs = \"an hour\"\n\
+             [socketio]\ntransports = [\"polling\", \"pigeon\"]\nping_interval_secs = 0\n",
+        );
+        let lines = lines(&resolved);
+        let expect = [
+            (
+                "server.listen",
+                "is not valid \"nonsense\": invalid socket address syntax; use a value like \"127.0.0.1:4000\" (the default)",
+            ),
+            (
+                "server.listn",
+                "is an unknown key; remove it; did you mean \"listen\"?",
+            ),
+            ("server.body_limit_bytes", "is 0, must be 1024 to 1048576"),
+            (
+                "log.format",
+                "is \"xml\", which is not one of its values; use one of \"text\", \"json\"",
+            ),
+            (
+                "auth.token_ttl_secs",
+                "is the string \"an hour\", expected a whole number of 0 or more; use a value like 3600",
+            ),
+            (
+                "socketio.transports[1]",
+                "is \"pigeon\", which is not one of its values; use one of \"polling\", \"websocket\"",
+            ),
+            ("socketio.ping_interval_secs", "is 0, must be 1 to 300"),
+        ];
+        for (key, text) in expect {
+            let prefix = format!("{file}: {key}: {text}");
+            assert_eq!(
+                lines.iter().filter(|l| l.starts_with(&prefix)).count(),
+                1,
+                "{prefix}\nin:\n{}",
+                lines.join("\n")
+            );
+        }
+        assert_eq!(lines.len(), expect.len(), "{}", lines.join("\n"));
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.contains("``") && !l.contains("bytes ")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_toml_syntax_error_names_the_file_line_and_column() {
+        let (resolved, file) = resolve_file("[server]\nlisten = \"127.0.0.1:4000\"\n[log\n");
+        let lines = lines(&resolved);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!("{file}: is not valid TOML at line 3, column 5: ")),
+            "{lines:?}"
+        );
+        assert!(
+            lines[0].ends_with("; fix the TOML syntax there"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn problems_from_the_file_the_environment_and_validation_come_together() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "environment = \"production\"\n[log]\nformat = 7\n").expect("write");
+        let env = vec![("CALLGATE__SERVER__LISTEN".to_string(), "here".to_string())];
+        let resolved = Config::resolve(Some(&path), &Overrides::default(), &env);
+        let lines = lines(&resolved);
+        let file = path.display().to_string();
+        for start in [
+            format!("{file}: log.format: "),
+            "CALLGATE__SERVER__LISTEN: server.listen: ".to_string(),
+            "auth.jwt_secret: is empty in production;".to_string(),
+            "store.kind: is \"embedded\" in production".to_string(),
+        ] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(&start)),
+                "{start}\nin {lines:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_secret_is_read_verbatim_from_every_environment_name() {
+        let digits = "12345678901234567890123456789012345";
+        for var in [ENV_JWT_SECRET, "CALLGATE__AUTH__JWT_SECRET"] {
+            let config = load(&[(var, digits)]).expect("a numeric-looking secret is a string");
+            assert_eq!(config.auth.jwt_secret.expose_secret(), digits, "{var}");
+        }
+        for var in [ENV_EXTERNAL_JWT_SECRET, "CALLGATE__AUTH__EXTERNAL__SECRET"] {
+            let config = load(&[(var, digits)]).expect("parse");
+            assert_eq!(config.auth.external.secret.expose_secret(), digits, "{var}");
+        }
+        for var in [ENV_MONGODB_URI, "CALLGATE__STORE__MONGODB__URI"] {
+            let config = load(&[(var, "1234")]).expect("parse");
+            assert_eq!(config.store.mongodb.uri.expose_secret(), "1234", "{var}");
+        }
+        // The short name wins over the long one.
+        let config = load(&[
+            (ENV_JWT_SECRET, digits),
+            ("CALLGATE__AUTH__JWT_SECRET", "x"),
+        ])
+        .expect("parse");
+        assert_eq!(config.auth.jwt_secret.expose_secret(), digits);
+    }
+
+    #[test]
+    fn no_problem_and_no_printout_shows_a_secret() {
+        let (resolved, _) = resolve_file(
+            "[auth]\njwt_secret = 987654321\n[auth.external]\nenabled = true\nsecret = [\"s3cr3t-in-an-array\"]\n\
+             [store.mongodb]\nuri = { user = \"mongo-pass-in-a-table\" }\n",
+        );
+        let text = lines(&resolved).join("\n");
+        for key in [
+            "auth.jwt_secret",
+            "auth.external.secret",
+            "store.mongodb.uri",
+        ] {
+            assert!(
+                text.contains(&format!("{key}: ")),
+                "{key} not reported:\n{text}"
+            );
+        }
+        for secret in ["987654321", "s3cr3t", "mongo-pass"] {
+            assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+        }
+        // Short secrets are reported without their value, and --print redacts.
+        let shown = "a-short-but-secret";
+        let resolved = resolve_env(&[
+            (ENV_JWT_SECRET, shown),
+            (ENV_MONGODB_URI, "mongodb://u:pw-secret@h"),
+        ]);
+        let text = lines(&resolved).join("\n");
+        assert!(
+            text.contains("auth.jwt_secret: is shorter than 32 bytes"),
+            "{text}"
+        );
+        let printed = resolved.effective_toml();
+        for leaked in [&text, &printed] {
+            assert!(
+                !leaked.contains(shown) && !leaked.contains("pw-secret"),
+                "{leaked}"
+            );
+        }
+        assert!(printed.contains("jwt_secret = \"<redacted>\""), "{printed}");
+        assert!(printed.contains("listen = \"127.0.0.1:4000\""), "{printed}");
+    }
+
+    #[test]
+    fn log_colour_is_auto_always_or_never() {
+        for (name, want) in [
+            ("auto", LogColor::Auto),
+            ("always", LogColor::Always),
+            ("never", LogColor::Never),
+        ] {
+            let config = load(&[("CALLGATE__LOG__COLOR", name)]).expect("parse");
+            assert_eq!(config.log.color, want);
+        }
+        assert!(load(&[("CALLGATE__LOG__COLOR", "rainbow")]).is_err());
+        assert!(!LogColor::Auto.enabled(false), "never to a pipe or a file");
+        assert!(LogColor::Always.enabled(false));
+        assert!(!LogColor::Never.enabled(true));
     }
 
     #[test]
@@ -959,12 +1377,10 @@ mod tests {
             ("65536", true),
             ("65537", false),
         ] {
-            let config =
-                load(&[("CALLGATE__SOCKETIO__WS_READ_BUFFER_BYTES", bytes)]).expect("parse");
-            let refused = config
-                .validate()
-                .err()
-                .is_some_and(|p| p.to_string().contains("socketio.ws_read_buffer_bytes"));
+            let refused = resolve_env(&[("CALLGATE__SOCKETIO__WS_READ_BUFFER_BYTES", bytes)])
+                .problems
+                .iter()
+                .any(|p| p.key == "socketio.ws_read_buffer_bytes");
             assert_eq!(refused, !ok, "{bytes}");
         }
         for (name, want) in [

@@ -85,6 +85,8 @@ pub enum EventClass {
     Rooms,
 }
 
+/// The governor quota of a rate. Policy validation refuses 0 for either half;
+/// the fallback to 1 only keeps this total for policies built in code.
 fn quota(rate: Rate) -> Quota {
     let per_minute = NonZeroU32::new(rate.per_minute).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
@@ -564,5 +566,122 @@ mod tests {
         for _ in 0..2 {
             assert!(limiters.login(home, Some(&carol)).is_ok());
         }
+    }
+}
+
+/// The default policy admits a real office behind one NAT address; its
+/// per-user limits stay strict.
+#[cfg(test)]
+mod office {
+    use super::*;
+    use crate::policy::Policy;
+    use governor::clock::FakeRelativeClock;
+
+    const PEOPLE: usize = 1000;
+    const TABS: usize = 2;
+
+    fn office_ip() -> IpKey {
+        IpKey::new("203.0.113.7".parse().expect("ip"), 64)
+    }
+
+    /// How many of `events`, evenly spread over `over`, `rate` admits.
+    fn admitted(rate: Rate, events: u32, over: Duration) -> u32 {
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::direct_with_clock(quota(rate), clock.clone());
+        let gap = over / events;
+        let mut ok = 0;
+        for _ in 0..events {
+            ok += u32::from(limiter.check().is_ok());
+            clock.advance(gap);
+        }
+        ok
+    }
+
+    #[test]
+    fn every_tab_of_the_office_connects_at_once() {
+        let policy = Policy::builtin().expect("default policy");
+        let limiters = RateLimiters::new(&policy.rate_limits);
+        for tab in 0..PEOPLE * TABS {
+            assert!(
+                limiters.handshake(office_ip()).is_ok(),
+                "handshake {tab} refused"
+            );
+        }
+        let conns = Arc::new(Connections::default());
+        let mut slots = Vec::new();
+        for person in 0..PEOPLE {
+            let user = UserId::parse(&format!("u{person}")).expect("id");
+            for _ in 0..TABS {
+                slots.push(
+                    conns
+                        .acquire(&user, office_ip(), &policy.connections)
+                        .expect("the office fits the caps"),
+                );
+            }
+        }
+        assert_eq!(conns.total(), PEOPLE * TABS);
+    }
+
+    #[test]
+    fn the_office_logs_in_and_connects_within_a_minute() {
+        let policy = Policy::builtin().expect("default policy");
+        let minute = Duration::from_secs(60);
+        let mut checked = Vec::new();
+        // Every per-IP rate a connecting client meets: one login per person,
+        // one transport session and one handshake per tab. Registration is
+        // not part of a morning (it is sized on its own, see the policy).
+        for (key, rate) in policy.rate_limits.rates() {
+            if !key.ends_with("_per_ip") || key == "rate_limits.register_per_ip" {
+                continue;
+            }
+            let per_person = if key.starts_with("rate_limits.login") {
+                1
+            } else {
+                TABS
+            };
+            let n = u32::try_from(PEOPLE * per_person).expect("fits");
+            assert_eq!(
+                admitted(rate, n, minute),
+                n,
+                "{key} refuses the office within a minute"
+            );
+            assert_eq!(
+                admitted(rate, n, Duration::ZERO),
+                n.min(rate.burst),
+                "{key}"
+            );
+            // A flood from one address, ten times the office, is still cut off.
+            assert!(
+                admitted(rate, 10 * n, Duration::from_secs(10)) < 10 * n,
+                "{key}"
+            );
+            checked.push(key);
+        }
+        assert!(
+            checked.contains(&"rate_limits.handshake_per_ip"),
+            "{checked:?}"
+        );
+        assert!(checked.contains(&"rate_limits.login_per_ip"), "{checked:?}");
+    }
+
+    #[test]
+    fn per_user_limits_stay_strict() {
+        let policy = Policy::builtin().expect("default policy");
+        let caps = policy.connections;
+        assert!(caps.max_per_user <= 10, "{caps:?}");
+        let conns = Arc::new(Connections::default());
+        let user = UserId::parse("one").expect("id");
+        let _slots: Vec<_> = (0..caps.max_per_user)
+            .map(|_| conns.acquire(&user, office_ip(), &caps).expect("slot"))
+            .collect();
+        assert_eq!(
+            conns.acquire(&user, office_ip(), &caps).err(),
+            Some(CapExceeded::PerUser)
+        );
+        let r = &policy.rate_limits;
+        assert!(r.login_per_username.burst <= 5 && r.login_per_username.per_minute <= 10);
+        assert!(r.call_initiate.burst <= 5 && r.call_initiate.per_minute <= 10);
+        // Guessing one account's password: at most burst + per_minute a minute.
+        assert!(admitted(r.login_per_username, 1000, Duration::from_secs(60)) <= 15);
     }
 }

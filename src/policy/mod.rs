@@ -1,11 +1,12 @@
 //! Declarative policies, loaded from `policies/*.toml` and validated like the
-//! config: every problem names its key and the fix.
+//! config: a file is layered over the built-in policy key by key, and every
+//! problem names its file, its key and the fix.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{Problem, Problems};
+use crate::config::{Layers, Problems, Resolved, Rules};
 
 /// The built-in policy (the text of `policies/default.toml`).
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../../policies/default.toml");
@@ -21,7 +22,6 @@ pub struct Policy {
     /// Connection caps.
     pub connections: ConnectionPolicy,
     /// Group membership caps.
-    #[serde(default)]
     pub groups: GroupPolicy,
 }
 
@@ -34,23 +34,11 @@ pub struct GroupPolicy {
     pub max_per_user: usize,
 }
 
+/// The cap in force before a policy is applied (the built-in policy's value;
+/// a policy file layers over `policies/default.toml`, not over this).
 impl Default for GroupPolicy {
     fn default() -> Self {
         Self { max_per_user: 200 }
-    }
-}
-
-fn default_session_open_per_ip() -> Rate {
-    Rate {
-        per_minute: 240,
-        burst: 60,
-    }
-}
-
-fn default_group_changes() -> Rate {
-    Rate {
-        per_minute: 30,
-        burst: 10,
     }
 }
 
@@ -77,10 +65,8 @@ pub struct RateLimitPolicy {
     /// Socket.IO handshakes, per IP.
     pub handshake_per_ip: Rate,
     /// Engine.IO session opens (before any CONNECT), per IP.
-    #[serde(default = "default_session_open_per_ip")]
     pub session_open_per_ip: Rate,
     /// Group creations and membership changes, per user.
-    #[serde(default = "default_group_changes")]
     pub group_changes: Rate,
     /// Logins, per IP.
     pub login_per_ip: Rate,
@@ -160,39 +146,24 @@ pub enum BusyRule {
 }
 
 impl Policy {
-    /// Parses and validates policy text; `origin` names it in problems.
+    /// Parses policy text over the built-in defaults, key by key (a file may
+    /// hold only the keys it changes), and validates it; `origin` names it
+    /// in problems.
     ///
     /// # Errors
     /// Every problem found.
     pub fn parse(text: &str, origin: &str) -> Result<Self, Problems> {
-        let policy: Policy = toml::from_str(text).map_err(|e| {
-            Problems(vec![Problem::new(
-                format!(
-                    "{origin}: {}",
-                    e.span()
-                        .map_or("policy".into(), |s| format!("bytes {}..{}", s.start, s.end))
-                ),
-                e.message().to_string(),
-                "compare with policies/default.toml",
-            )])
-        })?;
-        policy.validate()?;
-        Ok(policy)
+        let mut layers = Layers::new(DEFAULT_POLICY_TOML, &[]);
+        layers.text(text, origin);
+        Self::finish(Self::checked(layers))
     }
 
-    /// Reads and validates a policy file.
+    /// Reads a policy file over the built-in defaults and validates it.
     ///
     /// # Errors
     /// Every problem found, or one saying the file cannot be read.
     pub fn load(path: &Path) -> Result<Self, Problems> {
-        let text = std::fs::read_to_string(path).map_err(|_| {
-            Problems(vec![Problem::new(
-                "--policy",
-                format!("cannot read {}", path.display()),
-                "give a readable policy TOML file",
-            )])
-        })?;
-        Self::parse(&text, &path.display().to_string())
+        Self::finish(Self::resolve(Some(path)))
     }
 
     /// The built-in policy.
@@ -200,7 +171,38 @@ impl Policy {
     /// # Errors
     /// Never in a released build (a test parses it).
     pub fn builtin() -> Result<Self, Problems> {
-        Self::parse(DEFAULT_POLICY_TOML, "built-in policy")
+        Self::finish(Self::resolve(None))
+    }
+
+    /// The built-in defaults with `path` over them: the policy (defaults in
+    /// place of bad values), every problem (validation included), and the
+    /// effective policy (`check-config --print`).
+    pub fn resolve(path: Option<&Path>) -> Resolved<Self> {
+        let mut layers = Layers::new(DEFAULT_POLICY_TOML, &[]);
+        if let Some(path) = path {
+            layers.file(path, "--policy");
+        }
+        Self::checked(layers)
+    }
+
+    /// Extracts and validates, each problem once.
+    fn checked(layers: Layers) -> Resolved<Self> {
+        let mut resolved = layers.extract::<Self>();
+        if let Some(Err(more)) = resolved.value.as_ref().map(Self::validate) {
+            let mut more = more.0;
+            resolved.attribute(&mut more);
+            let mut problems = Problems(std::mem::take(&mut resolved.problems));
+            problems.extend_new(more);
+            resolved.problems = problems.0;
+        }
+        resolved
+    }
+
+    fn finish(resolved: Resolved<Self>) -> Result<Self, Problems> {
+        match resolved.value {
+            Some(policy) if resolved.problems.is_empty() => Ok(policy),
+            _ => Err(Problems(resolved.problems)),
+        }
     }
 
     /// Checks every rule types cannot express.
@@ -208,48 +210,112 @@ impl Policy {
     /// # Errors
     /// Every problem found.
     pub fn validate(&self) -> Result<(), Problems> {
-        let mut out = Vec::new();
-        let c = &self.calls;
-        if !(1..=600).contains(&c.ring_timeout_secs) {
-            out.push(Problem::new(
-                "calls.ring_timeout_secs",
-                "must be 1 to 600",
-                "use the default 45",
-            ));
+        self.rules().finish()
+    }
+
+    /// Runs every rule; [`Rules::ranges`] then lists the range of each number.
+    pub fn rules(&self) -> Rules {
+        let mut r = Rules::new(DEFAULT_POLICY_TOML);
+        self.calls.check(&mut r);
+        self.rate_limits.check(&mut r);
+        self.connections.check(&mut r);
+        self.groups.check(&mut r);
+        r
+    }
+}
+
+impl CallPolicy {
+    fn check(&self, r: &mut Rules) {
+        r.range(
+            "calls.ring_timeout_secs",
+            self.ring_timeout_secs,
+            1,
+            600,
+            "0 would give up every call at once, and a phone rings for a minute or so",
+        );
+        r.range(
+            "calls.ringing_grace_secs",
+            self.ringing_grace_secs,
+            0,
+            300,
+            "0 cancels a ringing call as soon as its caller or callee vanishes",
+        );
+        r.range(
+            "calls.reconnect_grace_secs",
+            self.reconnect_grace_secs,
+            0,
+            3600,
+            "0 ends an active call as soon as a participant vanishes",
+        );
+        r.range(
+            "calls.max_group_invitees",
+            self.max_group_invitees,
+            1,
+            1000,
+            "0 would refuse every group call, and each invitee is rung on every device",
+        );
+    }
+}
+
+impl RateLimitPolicy {
+    fn check(&self, r: &mut Rules) {
+        for (key, rate) in self.rates() {
+            // Neither may be 0: governor has no empty bucket, and "never" is not a rate.
+            r.range(
+                &format!("{key}.per_minute"),
+                rate.per_minute,
+                1,
+                1_000_000,
+                "0 would refuse everything, to lift a limit set it high",
+            );
+            r.range(
+                &format!("{key}.burst"),
+                rate.burst,
+                1,
+                1_000_000,
+                "0 would refuse everything, to lift a limit set it high",
+            );
         }
-        if c.ringing_grace_secs > 300 {
-            out.push(Problem::new(
-                "calls.ringing_grace_secs",
-                "must be 0 to 300",
-                "use the default 5",
-            ));
-        }
-        if c.reconnect_grace_secs > 3600 {
-            out.push(Problem::new(
-                "calls.reconnect_grace_secs",
-                "must be 0 to 3600",
-                "use the default 30",
-            ));
-        }
-        if !(1..=1000).contains(&c.max_group_invitees) {
-            out.push(Problem::new(
-                "calls.max_group_invitees",
-                "must be 1 to 1000",
-                "use the default 50",
-            ));
-        }
-        if !(1..=100_000).contains(&self.groups.max_per_user) {
-            out.push(Problem::new(
-                "groups.max_per_user",
-                "must be 1 to 100000",
-                "use the default 200",
-            ));
-        }
-        if out.is_empty() {
-            Ok(())
-        } else {
-            Err(Problems(out))
-        }
+        r.range(
+            "rate_limits.disconnect_after",
+            self.disconnect_after,
+            0,
+            100_000,
+            "0 means never disconnect",
+        );
+    }
+}
+
+impl GroupPolicy {
+    fn check(&self, r: &mut Rules) {
+        r.range(
+            "groups.max_per_user",
+            self.max_per_user,
+            1,
+            100_000,
+            "0 would refuse every group, and each socket joins one room per group",
+        );
+    }
+}
+
+impl ConnectionPolicy {
+    fn check(&self, r: &mut Rules) {
+        r.range(
+            "connections.max_per_user",
+            self.max_per_user,
+            1,
+            1000,
+            "0 would refuse every connection, and each socket costs about 20 KiB",
+        );
+        r.range(
+            "connections.max_per_ip",
+            self.max_per_ip,
+            1,
+            10_000_000,
+            "0 would refuse every connection",
+        );
+        r.range("connections.max_total", self.max_total, 1, 10_000_000,
+            "0 would refuse every connection, and each socket costs about 20 KiB and a file descriptor");
     }
 }
 
@@ -276,15 +342,152 @@ mod tests {
     }
 
     #[test]
-    fn problems_name_the_key() {
-        let text = DEFAULT_POLICY_TOML.replace("ring_timeout_secs = 45", "ring_timeout_secs = 0");
-        let err = Policy::parse(&text, "t").expect_err("refused");
+    fn problems_name_the_file_and_the_key() {
+        let err = Policy::parse("[calls]\nring_timeout_secs = 0\n", "t.toml").expect_err("refused");
         assert!(
             err.to_string()
-                .starts_with("calls.ring_timeout_secs: must be 1 to 600;"),
+                .starts_with("t.toml: calls.ring_timeout_secs: is 0, must be 1 to 600 ("),
             "{err}"
         );
-        let err = Policy::parse("[calls]\nbogus = 1\n", "t").expect_err("refused");
-        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = Policy::parse("[calls]\nbogus = 1\n", "t.toml").expect_err("refused");
+        assert!(
+            err.to_string().starts_with(
+                "t.toml: calls.bogus: is an unknown key; remove it; the known keys here are "
+            ),
+            "{err}"
+        );
+        assert!(
+            !err.to_string().contains("bytes") && !err.to_string().contains('`'),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_partial_file_overrides_the_defaults_key_by_key() {
+        let policy = Policy::parse("[calls]\nring_timeout_secs = 20\n", "t")
+            .expect("a partial policy is enough");
+        let builtin = Policy::builtin().expect("builtin");
+        assert_eq!(policy.calls.ring_timeout_secs, 20);
+        assert_eq!(
+            policy.calls.ringing_grace_secs,
+            builtin.calls.ringing_grace_secs
+        );
+        assert_eq!(policy.rate_limits, builtin.rate_limits);
+        assert_eq!(policy.connections, builtin.connections);
+        // Half a rate keeps the other half.
+        let policy =
+            Policy::parse("[rate_limits]\ncall_initiate = { burst = 3 }\n", "t").expect("parse");
+        assert_eq!(
+            policy.rate_limits.call_initiate,
+            Rate {
+                per_minute: builtin.rate_limits.call_initiate.per_minute,
+                burst: 3
+            }
+        );
+        assert!(
+            Policy::parse("", "t").is_ok(),
+            "an empty file is the defaults"
+        );
+    }
+
+    #[test]
+    fn zero_rates_and_caps_are_refused() {
+        let err = Policy::parse(
+            "[rate_limits]\ncall_initiate = { per_minute = 0, burst = 0 }\n[connections]\nmax_per_user = 0\n",
+            "p.toml",
+        )
+        .expect_err("refused")
+        .to_string();
+        for key in [
+            "rate_limits.call_initiate.per_minute",
+            "rate_limits.call_initiate.burst",
+            "connections.max_per_user",
+        ] {
+            assert_eq!(
+                err.lines()
+                    .filter(|l| l.starts_with(&format!("p.toml: {key}: is 0, must be 1 to ")))
+                    .count(),
+                1,
+                "{key}:\n{err}"
+            );
+        }
+        assert!(
+            Policy::parse("[rate_limits]\ndisconnect_after = 0\n", "t").is_ok(),
+            "0 means never"
+        );
+    }
+
+    #[test]
+    fn a_policy_with_several_problems_reports_all_of_them_once() {
+        let err = Policy::parse(
+            "[calls]\none_to_one = \"friends\"\nbusy = 3\nmax_group_invitees = 0\nfoo = 1\n\
+             [rate_limits]\nrooms = { per_minute = -1 }\n[connections]\nmax_total = 0\n",
+            "p.toml",
+        )
+        .expect_err("refused")
+        .to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        for start in [
+            "p.toml: calls.one_to_one: is \"friends\", which is not one of its values; use one of \"anyone\", \"shared_group\"",
+            "p.toml: calls.busy: is the number 3, expected ",
+            "p.toml: calls.max_group_invitees: is 0, must be 1 to 1000",
+            "p.toml: calls.foo: is an unknown key",
+            "p.toml: rate_limits.rooms.per_minute: is the number -1, expected ",
+            "p.toml: connections.max_total: is 0, must be 1 to ",
+        ] {
+            assert_eq!(
+                lines.iter().filter(|l| l.starts_with(start)).count(),
+                1,
+                "{start}\nin:\n{err}"
+            );
+        }
+        assert_eq!(lines.len(), 6, "{err}");
+    }
+
+    #[test]
+    fn every_number_in_the_default_policy_has_a_range() {
+        let rules = Policy::builtin().expect("builtin").rules();
+        let mut keys = Vec::new();
+        crate::config::tests::numeric_keys(
+            &toml::from_str(DEFAULT_POLICY_TOML).expect("toml"),
+            "",
+            &mut keys,
+        );
+        assert!(keys.len() > 15, "{keys:?}");
+        for key in keys {
+            assert!(
+                rules.ranges().iter().any(|r| r.key == key),
+                "{key} has no range rule"
+            );
+        }
+    }
+
+    #[test]
+    fn every_policy_range_holds_at_its_edges_and_refuses_past_them() {
+        for rule in Policy::builtin().expect("builtin").rules().ranges() {
+            let (table, leaf) = rule.key.rsplit_once('.').expect("sectioned");
+            let problem = |value: i128| {
+                Policy::parse(&format!("[{table}]\n{leaf} = {value}\n"), "t")
+                    .err()
+                    .and_then(|p| p.0.into_iter().find(|p| p.key == rule.key))
+            };
+            for edge in [rule.min, rule.max] {
+                assert_eq!(problem(edge), None, "{} = {edge} is allowed", rule.key);
+            }
+            assert!(
+                problem(rule.max + 1).is_some(),
+                "{} above {}",
+                rule.key,
+                rule.max
+            );
+            if rule.min > 0 {
+                assert!(
+                    problem(rule.min - 1).is_some(),
+                    "{} below {}",
+                    rule.key,
+                    rule.min
+                );
+            }
+        }
     }
 }

@@ -57,6 +57,9 @@ pub fn ok<T: Serialize>(metrics: &Metrics, event: &'static str, ack: AckSender, 
     let _ = ack.send(&OkReply { ok: true, fields });
 }
 
+/// Context fields that are also copied inside the ack's `error`.
+const ERROR_DETAILS: &[&str] = &["retryAfterMs"];
+
 /// Reports `error` by ack and by event on the sending socket. `context`
 /// carries extra fields for the event and ack (e.g. `callId`, `existingCallId`).
 pub fn fail(
@@ -69,11 +72,21 @@ pub fn fail(
     context: Map<String, Value>,
 ) {
     metrics.event(event, error.code.as_str());
-    let mut ack_body =
-        json!({ "ok": false, "error": { "code": error.code, "message": error.message } });
-    if let Some(obj) = ack_body.as_object_mut() {
-        obj.extend(context.clone());
+    let mut details = Map::new();
+    details.insert("code".into(), json!(error.code));
+    details.insert("message".into(), json!(error.message));
+    // Fields that say how to retry belong to the error, where a client reading
+    // `error` looks; they stay beside it too, where clients of 0.1 read them.
+    for field in ERROR_DETAILS {
+        if let Some(value) = context.get(*field) {
+            details.insert((*field).into(), value.clone());
+        }
     }
+    let mut ack_body = Map::new();
+    ack_body.insert("ok".into(), json!(false));
+    ack_body.insert("error".into(), Value::Object(details));
+    ack_body.extend(context.clone());
+    let ack_body = Value::Object(ack_body);
     let _ = ack.send(&ack_body);
 
     let mut body = Map::new();

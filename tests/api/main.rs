@@ -19,6 +19,7 @@ mod helpers;
 mod http;
 mod limits;
 mod observability;
+mod operators;
 mod startup;
 mod tls;
 mod transport;
