@@ -17,6 +17,7 @@ use crate::auth::{PasswordHasher, TokenKeys, password};
 use crate::config::{Config, Problems, StoreKind, Transport};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, ApiState};
+use crate::jitsi::Jitsi;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -138,6 +139,18 @@ impl App {
         if let Err(p) = policy.validate() {
             problems.extend(p.0);
         }
+        // The key is read only once the section itself is valid.
+        let jitsi = if problems.iter().any(|p| p.key.starts_with("jitsi.")) {
+            None
+        } else {
+            match Jitsi::from_config(&config.jitsi) {
+                Ok(j) => j.map(Arc::new),
+                Err(p) => {
+                    problems.extend(p.0);
+                    None
+                }
+            }
+        };
         if !problems.is_empty() {
             return Err(Problems(problems).into());
         }
@@ -168,6 +181,7 @@ impl App {
             trusted_proxies.clone(),
             metrics.clone(),
             policy.calls.clone(),
+            jitsi,
         ));
         let sio = &config.socketio;
         let mut builder = SocketIo::builder()
