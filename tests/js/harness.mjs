@@ -27,7 +27,7 @@ export const GROUP = { id: "507f1f77bcf86cd799439011", name: "Project Team" };
  * Starts callgate with the seed above and extra environment; resolves once it
  * listens. Returns { url, stop, logs }.
  */
-export async function startServer({ env = {}, args = [] } = {}) {
+export async function startServer({ env = {}, args = [], secrets = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "callgate-js-"));
   const seed = join(dir, "seed.json");
   writeFileSync(
@@ -74,17 +74,18 @@ export async function startServer({ env = {}, args = [] } = {}) {
       if (child.exitCode !== null) return done();
       child.on("exit", () => done());
       child.kill("SIGTERM");
-    }).then(() => assertNoSecrets(logs));
+    }).then(() => assertNoSecrets(logs, secrets));
   return { url, stop, logs, child };
 }
 
 /**
  * Throws if the server's captured log lines hold anything secret: a JWT
- * shape, an argon2 hash, the signing secret or a password.
+ * shape (ours or a Jitsi room token), an argon2 hash, the signing secret, a
+ * password, or any of `extra` (e.g. the Jitsi app secret).
  */
-export function assertNoSecrets(logs) {
+export function assertNoSecrets(logs, extra = []) {
   const text = logs.join("\n");
-  const secrets = ["eyJ", "$argon2", SECRET, ...Object.values(USERS).map((u) => u.password)];
+  const secrets = ["eyJ", "$argon2", SECRET, ...Object.values(USERS).map((u) => u.password), ...extra];
   for (const secret of secrets) {
     if (text.includes(secret)) throw new Error(`server logs contain ${JSON.stringify(secret.slice(0, 8))}...`);
   }
