@@ -228,7 +228,7 @@ export function nextOnEach(sockets, event, ms = WAIT_MS) {
 
 /** Which event a refused client event is reported with on the sending socket. */
 export function failureEventFor(event) {
-  return ["initiateVideoCall", "initiateGroupVideoCall", "acceptVideoCall", "rejectVideoCall", "endVideoCall"].includes(event)
+  return ["initiateVideoCall", "initiateGroupVideoCall", "acceptVideoCall", "rejectVideoCall", "endVideoCall", "refreshJitsiToken"].includes(event)
     ? "videoCallFailed"
     : "error";
 }
