@@ -267,6 +267,11 @@ impl Jitsi {
         self.signer.is_some()
     }
 
+    /// Whether minting costs an RSA signature (worth moving off the runtime).
+    pub fn signs_slowly(&self) -> bool {
+        matches!(self.signer, Some(Signer::Rsa { .. }))
+    }
+
     /// The public key served at `/jitsi/keys/<file>` (RS256 and JaaS), if `file`
     /// is `hex(sha256(kid))`.pem of the configured key.
     pub fn public_key(&self, file: &str) -> Option<&str> {

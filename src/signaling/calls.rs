@@ -109,29 +109,38 @@ fn spawn_timer(io: SocketIo, hub: Arc<Hub>, after: std::time::Duration, timer: T
 
 /// Adds the room (and token) `grant` entitles the sender to: into the ack
 /// when the socket asked for one, else as `jitsiToken` to that socket alone.
-/// Never to a room, never to another socket.
-fn hand_over(
+/// Never to a room, never to another socket. An RSA signature (about a
+/// millisecond) runs on the blocking pool, not on a runtime thread.
+async fn hand_over(
     hub: &Hub,
     socket: &SocketRef,
     wants_ack: bool,
     body: Body,
-    grant: Option<&crate::jitsi::Grant>,
+    grant: Option<crate::jitsi::Grant>,
 ) -> Body {
-    let (Some(jitsi), Some(grant)) = (hub.jitsi.as_deref(), grant) else {
+    let (Some(jitsi), Some(grant)) = (hub.jitsi.clone(), grant) else {
         return body;
     };
-    let access = match jitsi.access(grant) {
+    let call_id = grant.call_id;
+    let room = grant.room.clone();
+    let minted = if jitsi.signs_slowly() {
+        tokio::task::spawn_blocking(move || jitsi.access(&grant))
+            .await
+            .unwrap_or(Err(crate::jitsi::MintError))
+    } else {
+        jitsi.access(&grant)
+    };
+    let access = match minted {
         Ok(access) => access,
         Err(e) => {
-            tracing::error!(call_id = %grant.call_id, error = %e, "no Jitsi room token");
+            tracing::error!(call_id = %call_id, error = %e, "no Jitsi room token");
             return body;
         }
     };
     if wants_ack {
         return body.with_jitsi(access);
     }
-    let event =
-        serde_json::json!({ "callId": grant.call_id, "roomName": grant.room, "jitsi": access });
+    let event = serde_json::json!({ "callId": call_id, "roomName": room, "jitsi": access });
     let _ = socket.emit(events::JITSI_TOKEN, &event);
     body
 }
@@ -155,7 +164,7 @@ async fn conclude(
             let body = std::mem::take(&mut outcome.ack);
             let grant = outcome.grant.take();
             apply(io, hub, outcome).await;
-            let body = hand_over(hub, socket, wants_ack, body, grant.as_ref());
+            let body = hand_over(hub, socket, wants_ack, body, grant).await;
             reply::ok(&hub.metrics, event, ack, body);
         }
         Err(refusal) => {
@@ -491,7 +500,7 @@ pub async fn refresh_jitsi_token(
         .and_then(|id| hub.with_calls(|calls| calls.refresh(&me.user_id, id)));
     match result {
         Ok((body, grant)) => {
-            let body = hand_over(&hub, &socket, wants_ack, body, Some(&grant));
+            let body = hand_over(&hub, &socket, wants_ack, body, Some(grant)).await;
             reply::ok(&hub.metrics, event, ack, body);
         }
         Err(refusal) => {
