@@ -101,7 +101,7 @@ test("tampered, expired, not-yet-valid, wrong-room and wrong-audience tokens fai
   const bad = {
     tampered: [tamper(token), room],
     expired: [resign(token, (p) => ({ ...p, exp: now }), { key: APP_SECRET }), room],
-    "future nbf": [resign(token, (p) => ({ ...p, nbf: now + 1 }), { key: APP_SECRET }), room],
+    "future nbf": [resign(token, (p) => ({ ...p, nbf: now + 3600 }), { key: APP_SECRET }), room],
     "wrong room": [token, "another-room"],
     "wrong audience": [resign(token, (p) => ({ ...p, aud: "other" }), { key: APP_SECRET }), room],
     "other secret": [resign(token, (p) => p, { key: "x".repeat(40) }), room],
@@ -118,6 +118,8 @@ test("tampered, expired, not-yet-valid, wrong-room and wrong-audience tokens fai
   assert.throws(() => checkProsody(token, { ...HS, room, now: payload.exp }));
   assert.ok(checkProsody(token, { ...HS, room, now: payload.exp - 1 }));
   assert.throws(() => checkProsody(token, { ...HS, room, now: payload.nbf - 1 }));
+  // One second before nbf is refused, nbf itself accepted: no skew either way.
+  assert.ok(checkProsody(token, { ...HS, room, now: payload.nbf }));
 });
 
 test("bystanders, forged accepts and outsiders' refreshes get no token", async () => {
