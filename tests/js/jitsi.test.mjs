@@ -357,6 +357,8 @@ test("with a domain and tokens off, acks give the room and no jwt", async () => 
     const { ack, answer } = await callOn(open.url);
     assert.deepEqual(ack.jitsi, { domain: DOMAIN, room: ack.roomName });
     assert.deepEqual(answer.jitsi, { domain: DOMAIN, room: ack.roomName });
+    const name = createHash("sha256").update("any-kid").digest("hex");
+    assert.equal((await fetch(`${open.url}/jitsi/keys/${name}.pem`)).status, 404, "no key is served without RS256");
   } finally {
     await open.stop();
   }
