@@ -47,6 +47,10 @@ pub enum ErrorCode {
     ServerBusy,
     /// Body too large.
     PayloadTooLarge,
+    /// Request headers too large (431).
+    HeadersTooLarge,
+    /// A policy cap is full (e.g. groups per user).
+    LimitReached,
     /// Something failed inside; details are in the server log only.
     Internal,
 }
@@ -71,6 +75,8 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::ServerBusy => "server_busy",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::LimitReached => "limit_reached",
             Self::Internal => "internal",
         }
     }
@@ -94,6 +100,8 @@ impl ErrorCode {
             Self::RateLimited => "too many requests",
             Self::ServerBusy => "the server is busy, try again",
             Self::PayloadTooLarge => "the request is too large",
+            Self::HeadersTooLarge => "the request headers are too large",
+            Self::LimitReached => "a limit of the policy is reached",
             Self::Internal => "internal error",
         }
     }

@@ -14,6 +14,7 @@
 //! - [`jitsi`]: Jitsi room tokens (HS256, RS256/ASAP, JaaS) for call participants.
 //! - [`error`]: client-visible error codes, and the one mapping to them.
 //! - [`serve`]: the accept loop: plain HTTP or TLS, slow-client bounds, shutdown.
+//! - [`telemetry`]: the log subscriber, capped so no filter can log a secret.
 //! - [`app`]: wiring; the only module that depends on all the others.
 
 pub mod app;
@@ -29,3 +30,4 @@ pub mod policy;
 pub mod serve;
 pub mod signaling;
 pub mod store;
+pub mod telemetry;

@@ -12,6 +12,7 @@ pub mod head;
 pub mod health;
 pub mod jitsi;
 pub mod origin;
+pub mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,7 @@ pub fn api_router(state: ApiState, body_limit: usize) -> Router {
         .route("/groups", get(groups::list).post(groups::create))
         .route("/groups/{id}", get(groups::show))
         .route("/groups/{id}/members", post(groups::add_member))
+        .route("/groups/{id}/owner", post(groups::set_owner))
         .route(
             "/groups/{id}/members/{user_id}",
             delete(groups::remove_member),
