@@ -18,6 +18,7 @@ use crate::config::{Config, Environment, Problems, StoreKind, Transport};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::demo::{DemoAccount, DemoPage};
 use crate::http::{self, ApiState};
+use crate::jitsi::Jitsi;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -135,10 +136,8 @@ fn demo_routes(config: &Config, accounts: Vec<DemoAccount>) -> Option<Router> {
     } else {
         Vec::new()
     };
-    // The Jitsi domain, once `[jitsi]` exists in Config, goes here.
-    let jitsi_domain = None;
     Some(http::demo::router(DemoPage::new(
-        jitsi_domain,
+        config.jitsi.domain(),
         &config.socketio.path,
         accounts,
     )))
@@ -169,6 +168,18 @@ impl App {
         if let Err(p) = policy.validate() {
             problems.extend_new(p.0);
         }
+        // The key is read only once the section itself is valid.
+        let jitsi = if problems.0.iter().any(|p| p.key.starts_with("jitsi.")) {
+            None
+        } else {
+            match Jitsi::from_config(&config.jitsi) {
+                Ok(j) => j.map(Arc::new),
+                Err(p) => {
+                    problems.extend_new(p.0);
+                    None
+                }
+            }
+        };
         if !problems.0.is_empty() {
             return Err(problems.into());
         }
@@ -204,6 +215,7 @@ impl App {
             trusted_proxies.clone(),
             metrics.clone(),
             policy.calls.clone(),
+            jitsi,
         ));
         let sio = &config.socketio;
         let mut builder = SocketIo::builder()

@@ -11,6 +11,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`http`]: the HTTP API (axum) and its tower stack.
 //! - [`signaling`]: the Socket.IO handshake, rooms and call events.
+//! - [`jitsi`]: Jitsi room tokens (HS256, RS256/ASAP, JaaS) for call participants.
 //! - [`error`]: client-visible error codes, and the one mapping to them.
 //! - [`serve`]: the accept loop: plain HTTP or TLS, slow-client bounds, shutdown.
 //! - [`telemetry`]: the log subscriber, capped so no filter can log a secret.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod jitsi;
 pub mod limits;
 pub mod metrics;
 pub mod policy;

@@ -30,6 +30,8 @@ pub const ENV_JWT_SECRET: &str = "CALLGATE_JWT_SECRET";
 pub const ENV_MONGODB_URI: &str = "CALLGATE_MONGODB_URI";
 /// Environment variable holding the external issuer's HMAC secret.
 pub const ENV_EXTERNAL_JWT_SECRET: &str = "CALLGATE_EXTERNAL_JWT_SECRET";
+/// Environment variable holding the Jitsi HS256 app secret.
+pub const ENV_JITSI_APP_SECRET: &str = "CALLGATE_JITSI_APP_SECRET";
 /// Prefix of the environment variables that set any key.
 pub const ENV_PREFIX: &str = "CALLGATE__";
 
@@ -39,6 +41,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "auth.jwt_secret",
     "auth.external.secret",
     "store.mongodb.uri",
+    "jitsi.app_secret",
 ];
 
 /// The short environment names of the secrets (they win over `CALLGATE__…`).
@@ -46,6 +49,7 @@ pub const SECRET_ENV: &[(&str, &str)] = &[
     (ENV_JWT_SECRET, "auth.jwt_secret"),
     (ENV_EXTERNAL_JWT_SECRET, "auth.external.secret"),
     (ENV_MONGODB_URI, "store.mongodb.uri"),
+    (ENV_JITSI_APP_SECRET, "jitsi.app_secret"),
 ];
 
 /// Everything callgate is configured with. See `defaults.toml` for each key.
@@ -66,6 +70,8 @@ pub struct Config {
     pub password: PasswordConfig,
     /// Socket.IO transport limits.
     pub socketio: SocketIoConfig,
+    /// Jitsi Meet: the domain clients open and the room tokens callgate mints.
+    pub jitsi: JitsiConfig,
 }
 
 /// Development is forgiving (random secret, embedded store); production is strict.
@@ -387,6 +393,67 @@ pub enum Transport {
     Websocket,
 }
 
+/// `[jitsi]`: the Jitsi Meet deployment calls open, and its room tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JitsiConfig {
+    /// Host clients open (`meet.example.com`); empty means none is given.
+    pub domain: String,
+    /// Which room tokens callgate mints.
+    pub token: JitsiTokenMode,
+    /// `iss` (HS256, RS256) or the JaaS AppID (`vpaas-magic-cookie-...`).
+    pub app_id: String,
+    /// HS256 secret shared with Prosody (a secret: never logged).
+    pub app_secret: SecretString,
+    /// `aud`.
+    pub audience: String,
+    /// `sub`: the XMPP domain, the tenant, or `*` (JaaS: the AppID).
+    pub subject: String,
+    /// PEM RSA private key (RS256, JaaS).
+    pub private_key_file: PathBuf,
+    /// `kid` of the key (RS256, JaaS).
+    pub kid: String,
+    /// Lifetime of a room token.
+    pub token_ttl_secs: u64,
+    /// Who is a moderator in the meeting.
+    pub moderator: JitsiModerator,
+}
+
+impl JitsiConfig {
+    /// The domain, if one is configured.
+    pub fn domain(&self) -> Option<&str> {
+        (!self.domain.is_empty()).then_some(self.domain.as_str())
+    }
+}
+
+/// Which Jitsi room tokens are minted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JitsiTokenMode {
+    /// None: the room is open to anyone who knows its name.
+    Off,
+    /// HS256 with `app_secret` (Prosody `app_secret`).
+    Hs256,
+    /// RS256 with `private_key_file`; Prosody fetches the public key (ASAP).
+    Rs256,
+    /// 8x8 Jitsi as a Service: RS256, `iss` "chat", `sub` the AppID.
+    Jaas,
+}
+
+/// Who gets `context.user.moderator: true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JitsiModerator {
+    /// The caller of the call.
+    Caller,
+    /// The group's owner in group calls; the caller in direct calls.
+    GroupOwner,
+    /// Every participant.
+    Everyone,
+    /// Nobody.
+    None,
+}
+
 /// Values given on the command line; they override every other layer.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -561,6 +628,7 @@ impl Config {
         self.auth.check(&mut r, prod);
         self.password.check(&mut r);
         self.socketio.check(&mut r);
+        self.jitsi.check(&mut r, prod);
         if self.server.idle_timeout_secs <= self.socketio.ping_interval_secs {
             r.fail(
                 "server.idle_timeout_secs",
@@ -1013,6 +1081,149 @@ impl SocketIoConfig {
     }
 }
 
+impl JitsiConfig {
+    /// `[jitsi]`: what each token mode needs.
+    fn check(&self, r: &mut Rules, prod: bool) {
+        let j = self;
+        r.range(
+            "jitsi.token_ttl_secs",
+            j.token_ttl_secs,
+            60,
+            7 * 24 * 3600,
+            "Jitsi checks exp only when a participant joins, so a token lives this long for anyone who holds it",
+        );
+        if !j.domain.is_empty() && !is_host(&j.domain) {
+            r.fail(
+                "jitsi.domain",
+                "is not a host name (with an optional :port)",
+                "write the Jitsi host alone, e.g. meet.example.com (no scheme, no path)",
+            );
+        }
+        if j.token == JitsiTokenMode::Off {
+            return;
+        }
+        if j.domain.is_empty() {
+            r.fail(
+                "jitsi.domain",
+                "is empty while jitsi.token is on",
+                "set the Jitsi host the tokens are for, e.g. meet.example.com (8x8.vc for JaaS)",
+            );
+        }
+        if j.audience.is_empty() {
+            r.fail(
+                "jitsi.audience",
+                "is empty",
+                "use the default \"jitsi\" or one of Prosody's JWT_ACCEPTED_AUDIENCES",
+            );
+        }
+        if j.app_id.is_empty() {
+            r.fail(
+                "jitsi.app_id",
+                "is empty",
+                "set Prosody's JWT_APP_ID (JaaS: the vpaas-magic-cookie-... AppID)",
+            );
+        }
+        match j.token {
+            JitsiTokenMode::Off => {}
+            JitsiTokenMode::Hs256 => {
+                let len = j.app_secret.expose_secret().len();
+                if len == 0 {
+                    r.fail(
+                        "jitsi.app_secret",
+                        "is empty",
+                        "set CALLGATE_JITSI_APP_SECRET to Prosody's JWT_APP_SECRET",
+                    );
+                } else if len < 32 && prod {
+                    r.fail(
+                        "jitsi.app_secret",
+                        "is shorter than 32 bytes in production",
+                        "set CALLGATE_JITSI_APP_SECRET (and JWT_APP_SECRET) to at least 32 random bytes",
+                    );
+                }
+                if j.subject.is_empty() {
+                    r.fail(
+                        "jitsi.subject",
+                        "is empty",
+                        "set the XMPP domain (docker-jitsi-meet: meet.jitsi), the tenant, or \"*\"",
+                    );
+                }
+            }
+            JitsiTokenMode::Rs256 | JitsiTokenMode::Jaas => {
+                if !j.private_key_file.is_file() {
+                    r.fail(
+                        "jitsi.private_key_file",
+                        "is not a readable file",
+                        "give the PEM RSA private key whose public key Prosody (or JaaS) has",
+                    );
+                }
+                if j.kid.is_empty() {
+                    r.fail(
+                        "jitsi.kid",
+                        "is empty",
+                        "set the key id Prosody's asap_key_server (or JaaS) knows the key by",
+                    );
+                }
+                if j.token == JitsiTokenMode::Rs256 && j.subject.is_empty() {
+                    r.fail(
+                        "jitsi.subject",
+                        "is empty",
+                        "set the XMPP domain (docker-jitsi-meet: meet.jitsi), the tenant, or \"*\"",
+                    );
+                }
+            }
+        }
+        if j.token == JitsiTokenMode::Jaas {
+            if !j.app_id.starts_with("vpaas-magic-cookie-") || j.app_id.contains('/') {
+                r.fail(
+                    "jitsi.app_id",
+                    "is not a JaaS AppID",
+                    "copy the AppID (vpaas-magic-cookie-...) from the JaaS console",
+                );
+            }
+            if !j.kid.starts_with(&format!("{}/", j.app_id)) {
+                r.fail(
+                    "jitsi.kid",
+                    "is not <AppID>/<key id> for JaaS",
+                    "copy the API key id from the JaaS console",
+                );
+            }
+            if !j.subject.is_empty() && j.subject != j.app_id {
+                r.fail(
+                    "jitsi.subject",
+                    "differs from jitsi.app_id (JaaS wants the AppID)",
+                    "leave it empty for JaaS",
+                );
+            }
+            if j.audience != "jitsi" {
+                r.fail(
+                    "jitsi.audience",
+                    "must be \"jitsi\" for JaaS",
+                    "use the default",
+                );
+            }
+        }
+    }
+}
+
+/// `host[:port]`: DNS labels or an IPv4 address, nothing else.
+fn is_host(raw: &str) -> bool {
+    let (host, port) = match raw.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (raw, None),
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+    let labels_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    port_ok && labels_ok
+}
+
 /// `scheme://host[:port]` with an http(s) scheme and nothing after the authority.
 fn is_exact_origin(origin: &str) -> bool {
     let Some(rest) = origin
@@ -1399,19 +1610,129 @@ pub(crate) mod tests {
         );
     }
 
+    /// Parsed, whatever `validate` would say (for tests of the rules).
+    fn parsed(env: &[(&str, &str)]) -> Config {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        Config::resolve(None, &Overrides::default(), &env)
+            .value
+            .expect("parse")
+    }
+
+    fn problem_keys(config: &Config) -> Vec<String> {
+        config
+            .validate()
+            .err()
+            .map(|p| p.0.into_iter().map(|p| p.key).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn jitsi_defaults_are_off_with_no_domain() {
+        let config = parsed(&[]);
+        assert_eq!(config.jitsi.token, JitsiTokenMode::Off);
+        assert_eq!(config.jitsi.domain(), None);
+        assert_eq!(config.jitsi.audience, "jitsi");
+        assert_eq!(config.jitsi.token_ttl_secs, 7200);
+        assert_eq!(config.jitsi.moderator, JitsiModerator::Caller);
+    }
+
+    #[test]
+    fn the_jitsi_secret_is_read_verbatim_and_short_ones_are_refused_in_production() {
+        let env = [
+            ("CALLGATE__JITSI__DOMAIN", "meet.example.com"),
+            ("CALLGATE__JITSI__TOKEN", "hs256"),
+            ("CALLGATE__JITSI__APP_ID", "callgate"),
+            ("CALLGATE__JITSI__SUBJECT", "meet.jitsi"),
+            (ENV_JITSI_APP_SECRET, "0123456789"),
+        ];
+        let mut config = parsed(&env);
+        assert_eq!(config.jitsi.app_secret.expose_secret(), "0123456789");
+        assert!(problem_keys(&config).is_empty(), "development allows it");
+        config.environment = Environment::Production;
+        let problems = config
+            .validate()
+            .expect_err("production refuses")
+            .to_string();
+        assert!(
+            problems.contains("jitsi.app_secret: is shorter than 32 bytes"),
+            "{problems}"
+        );
+        assert!(!problems.contains("0123456789"), "no secret in errors");
+    }
+
+    #[test]
+    fn every_jitsi_mode_lists_what_it_lacks() {
+        let hs = parsed(&[("CALLGATE__JITSI__TOKEN", "hs256")]);
+        let keys = problem_keys(&hs);
+        for key in [
+            "jitsi.domain",
+            "jitsi.app_id",
+            "jitsi.app_secret",
+            "jitsi.subject",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key}: {keys:?}");
+        }
+        let rs = parsed(&[("CALLGATE__JITSI__TOKEN", "rs256")]);
+        let keys = problem_keys(&rs);
+        for key in ["jitsi.private_key_file", "jitsi.kid", "jitsi.subject"] {
+            assert!(keys.iter().any(|k| k == key), "{key}: {keys:?}");
+        }
+        let jaas = parsed(&[
+            ("CALLGATE__JITSI__TOKEN", "jaas"),
+            ("CALLGATE__JITSI__DOMAIN", "8x8.vc"),
+            ("CALLGATE__JITSI__APP_ID", "not-a-cookie"),
+            ("CALLGATE__JITSI__KID", "other/key"),
+            ("CALLGATE__JITSI__AUDIENCE", "meet"),
+        ]);
+        let keys = problem_keys(&jaas);
+        for key in [
+            "jitsi.app_id",
+            "jitsi.kid",
+            "jitsi.audience",
+            "jitsi.private_key_file",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key}: {keys:?}");
+        }
+        assert!(load(&[("CALLGATE__JITSI__TOKEN", "rs512")]).is_err());
+        assert!(load(&[("CALLGATE__JITSI__MODERATOR", "owner")]).is_err());
+    }
+
+    #[test]
+    fn the_jitsi_domain_is_a_bare_host() {
+        for ok in ["meet.example.com", "8x8.vc", "localhost:8443", "10.0.0.5"] {
+            assert!(is_host(ok), "{ok}");
+        }
+        for bad in [
+            "https://meet.example.com",
+            "meet.example.com/",
+            "meet example",
+            "-a.com",
+            "a.com:0",
+            "a..com",
+            "",
+        ] {
+            assert!(!is_host(bad), "{bad}");
+        }
+        let config = parsed(&[("CALLGATE__JITSI__DOMAIN", "https://meet.x")]);
+        assert_eq!(problem_keys(&config), vec!["jitsi.domain".to_string()]);
+    }
+
     #[test]
     fn the_demo_page_is_on_in_development_and_off_in_production_unless_set() {
-        let config = load(&[]).expect("parse");
+        let config = parsed(&[]);
         assert_eq!(config.server.demo, DemoSwitch::Auto);
         assert!(config.server.demo.enabled(Environment::Development));
         assert!(!config.server.demo.enabled(Environment::Production));
         for (value, want) in [("true", true), ("false", false), ("\"auto\"", true)] {
-            let config = load(&[("CALLGATE__SERVER__DEMO", value)]).expect("parse");
+            let config = parsed(&[("CALLGATE__SERVER__DEMO", value)]);
             assert_eq!(config.server.demo.enabled(Environment::Development), want);
         }
-        let on = load(&[("CALLGATE__SERVER__DEMO", "true")]).expect("parse");
+        let on = parsed(&[("CALLGATE__SERVER__DEMO", "true")]);
         assert!(on.server.demo.enabled(Environment::Production));
-        let off = load(&[("CALLGATE__SERVER__DEMO", "false")]).expect("parse");
+        let off = parsed(&[("CALLGATE__SERVER__DEMO", "false")]);
         assert!(!off.server.demo.enabled(Environment::Development));
         let problems = load(&[("CALLGATE__SERVER__DEMO", "maybe")]).expect_err("refused");
         assert!(problems.to_string().contains("server.demo"), "{problems}");

@@ -72,6 +72,8 @@ pub enum CallTarget {
         invitees: BTreeMap<UserId, Invitee>,
         /// Whether the caller is still in the call.
         caller_present: bool,
+        /// The group's owner when the call started (for the moderator policy).
+        owner: Option<UserId>,
     },
 }
 

@@ -136,7 +136,13 @@ label!(
     "name"
 );
 
-/// A Jitsi room name: `^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$`.
+/// A Jitsi room name: `^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$`, kept lowercased.
+///
+/// Jitsi opens every room lowercased (its MUC node is lowercase) and Prosody
+/// compares a token's `room` lowercased, so `Team` and `team` are one room:
+/// parsing folds case, and the name callgate stores, returns, indexes and
+/// puts in room tokens is the one the Jitsi client opens. The characters
+/// allowed are all ones Jitsi keeps as they are.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct RoomName(Arc<str>);
@@ -154,7 +160,7 @@ impl RoomName {
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
         if ok {
-            Ok(Self(Arc::from(raw)))
+            Ok(Self(Arc::from(raw.to_ascii_lowercase().as_str())))
         } else {
             Err(ParseError::new(
                 "roomName",
@@ -256,6 +262,13 @@ mod tests {
             assert!(RoomName::parse(bad).is_err(), "{bad}");
         }
         assert!(RoomName::parse(RoomName::new_random().as_str()).is_ok());
+    }
+
+    #[test]
+    fn room_names_are_lowercased_as_jitsi_opens_them() {
+        let room = RoomName::parse("Team-Standup_1").map(|r| r.to_string());
+        assert_eq!(room.as_deref(), Ok("team-standup_1"));
+        assert_eq!(RoomName::parse("ABC"), RoomName::parse("abc"));
     }
 
     #[test]

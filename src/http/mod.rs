@@ -1,7 +1,7 @@
 //! The HTTP API (axum) and its tower stack.
 //!
 //! Routes: `/auth/register`, `/auth/login`, `/auth/me`, `/groups...`,
-//! `/contacts`, `/healthz`, `/readyz`, and the demo page (`/demo/`, see
+//! `/contacts`, `/healthz`, `/readyz`, `/metrics`, `/jitsi/keys/<hash>.pem`, and the demo page (`/demo/`, see
 //! [`demo`]). Every error is `{"error": {"code", "message"}}`.
 
 pub mod auth;
@@ -13,6 +13,7 @@ pub mod extract;
 pub mod groups;
 pub mod head;
 pub mod health;
+pub mod jitsi;
 pub mod origin;
 pub mod transport;
 
@@ -80,6 +81,7 @@ pub fn api_router(state: ApiState, body_limit: usize) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/jitsi/keys/{file}", get(jitsi::public_key))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

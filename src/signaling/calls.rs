@@ -13,10 +13,10 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
-use socketioxide::socket::{DisconnectReason, Sid};
+use socketioxide::socket::DisconnectReason;
 
 use super::payload::{InitiateDirect, InitiateGroup};
-use super::registry::{Emit, Outcome, Refusal, Timer, To, Transition};
+use super::registry::{Body, Emit, Origin, Outcome, Refusal, Timer, To, Transition};
 use super::reply::{self, Channel, WantsAck};
 use super::{Hub, events, payload, rooms, session};
 use crate::domain::call::Party;
@@ -107,10 +107,50 @@ fn spawn_timer(io: SocketIo, hub: Arc<Hub>, after: std::time::Duration, timer: T
     }
 }
 
+/// Adds the room (and token) `grant` entitles the sender to: into the ack
+/// when the socket asked for one, else as `jitsiToken` to that socket alone.
+/// Never to a room, never to another socket. An RSA signature (about a
+/// millisecond) runs on the blocking pool, not on a runtime thread.
+async fn hand_over(
+    hub: &Hub,
+    socket: &SocketRef,
+    wants_ack: bool,
+    body: Body,
+    grant: Option<crate::jitsi::Grant>,
+) -> Body {
+    let (Some(jitsi), Some(grant)) = (hub.jitsi.clone(), grant) else {
+        return body;
+    };
+    let call_id = grant.call_id;
+    let room = grant.room.clone();
+    let minted = if jitsi.signs_slowly() {
+        tokio::task::spawn_blocking(move || jitsi.access(&grant))
+            .await
+            .unwrap_or(Err(crate::jitsi::MintError))
+    } else {
+        jitsi.access(&grant)
+    };
+    let access = match minted {
+        Ok(access) => access,
+        Err(e) => {
+            tracing::error!(call_id = %call_id, error = %e, "no Jitsi room token");
+            return body;
+        }
+    };
+    if wants_ack {
+        return body.with_jitsi(access);
+    }
+    let event = serde_json::json!({ "callId": call_id, "roomName": room, "jitsi": access });
+    let _ = socket.emit(events::JITSI_TOKEN, &event);
+    body
+}
+
 /// Answers the sender and delivers the outcome.
+#[allow(clippy::too_many_arguments)]
 async fn conclude(
     socket: &SocketRef,
     ack: AckSender,
+    wants_ack: bool,
     io: &SocketIo,
     hub: &Arc<Hub>,
     event: &'static str,
@@ -122,7 +162,9 @@ async fn conclude(
             // Deliver first: when the sender holds its ack, everyone the
             // transition concerns has been sent their event.
             let body = std::mem::take(&mut outcome.ack);
+            let grant = outcome.grant.take();
             apply(io, hub, outcome).await;
+            let body = hand_over(hub, socket, wants_ack, body, grant).await;
             reply::ok(&hub.metrics, event, ack, body);
         }
         Err(refusal) => {
@@ -160,11 +202,15 @@ pub async fn initiate_video_call(
         return;
     };
     let mut ctx = Map::new();
-    let ring = (!wants_ack).then_some(socket.id);
-    let result = initiate_direct(me, data, &io, &hub, ring, &mut ctx).await;
+    let origin = Origin {
+        socket: socket.id,
+        wants_ack,
+    };
+    let result = initiate_direct(me, data, &io, &hub, origin, &mut ctx).await;
     conclude(
         &socket,
         ack,
+        wants_ack,
         &io,
         &hub,
         events::INITIATE_VIDEO_CALL,
@@ -179,7 +225,7 @@ async fn initiate_direct(
     data: Result<Value, impl std::fmt::Display>,
     io: &SocketIo,
     hub: &Arc<Hub>,
-    ring: Option<Sid>,
+    origin: Origin,
     ctx: &mut Map<String, Value>,
 ) -> Transition {
     let InitiateDirect {
@@ -237,7 +283,7 @@ async fn initiate_direct(
         id: callee.id,
         name: callee.display_name,
     };
-    hub.with_calls(|calls| calls.initiate_direct(me_party(&me), callee, room, ring))
+    hub.with_calls(|calls| calls.initiate_direct(me_party(&me), callee, room, origin))
 }
 
 /// `initiateGroupVideoCall({groupId, roomName?})`.
@@ -260,11 +306,15 @@ pub async fn initiate_group_video_call(
         return;
     };
     let mut ctx = Map::new();
-    let ring = (!wants_ack).then_some(socket.id);
-    let result = initiate_group(me, data, &hub, ring, &mut ctx).await;
+    let origin = Origin {
+        socket: socket.id,
+        wants_ack,
+    };
+    let result = initiate_group(me, data, &hub, origin, &mut ctx).await;
     conclude(
         &socket,
         ack,
+        wants_ack,
         &io,
         &hub,
         events::INITIATE_GROUP_VIDEO_CALL,
@@ -278,7 +328,7 @@ async fn initiate_group(
     me: Arc<session::Session>,
     data: Result<Value, impl std::fmt::Display>,
     hub: &Arc<Hub>,
-    ring: Option<Sid>,
+    origin: Origin,
     ctx: &mut Map<String, Value>,
 ) -> Transition {
     let InitiateGroup {
@@ -326,7 +376,13 @@ async fn initiate_group(
         }
     }
     hub.with_calls(|calls| {
-        calls.initiate_group(me_party(&me), (group.id, group.name), invitees, room, ring)
+        calls.initiate_group(
+            me_party(&me),
+            (group.id, group.name, group.owner),
+            invitees,
+            room,
+            origin,
+        )
     })
 }
 
@@ -342,6 +398,7 @@ async fn control(
     socket: SocketRef,
     data: Result<Value, impl std::fmt::Display>,
     ack: AckSender,
+    wants_ack: bool,
     io: SocketIo,
     hub: Arc<Hub>,
     which: Control,
@@ -387,7 +444,7 @@ async fn control(
     {
         tracing::warn!(user_id = %user_id, event, reason = "unknown_or_foreign_call", "refused call control");
     }
-    conclude(&socket, ack, &io, &hub, event, result, ctx).await;
+    conclude(&socket, ack, wants_ack, &io, &hub, event, result, ctx).await;
 }
 
 /// Accepting (or rejoining) a group call takes current membership: the
@@ -417,10 +474,11 @@ pub async fn accept_video_call(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack: AckSender,
+    WantsAck(wants_ack): WantsAck,
     io: SocketIo,
     State(hub): State<Arc<Hub>>,
 ) {
-    control(socket, data, ack, io, hub, Control::Accept).await;
+    control(socket, data, ack, wants_ack, io, hub, Control::Accept).await;
 }
 
 /// `rejectVideoCall({callId? | roomName?})`.
@@ -428,10 +486,11 @@ pub async fn reject_video_call(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack: AckSender,
+    WantsAck(wants_ack): WantsAck,
     io: SocketIo,
     State(hub): State<Arc<Hub>>,
 ) {
-    control(socket, data, ack, io, hub, Control::Reject).await;
+    control(socket, data, ack, wants_ack, io, hub, Control::Reject).await;
 }
 
 /// `endVideoCall({callId? | roomName?, endForAll?})`.
@@ -439,10 +498,57 @@ pub async fn end_video_call(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack: AckSender,
+    WantsAck(wants_ack): WantsAck,
     io: SocketIo,
     State(hub): State<Arc<Hub>>,
 ) {
-    control(socket, data, ack, io, hub, Control::End).await;
+    control(socket, data, ack, wants_ack, io, hub, Control::End).await;
+}
+
+/// `refreshJitsiToken({callId})`: the sender's own room token for a live call
+/// they are in (after a page reload), in the ack or as `jitsiToken`.
+/// `not_found` for anyone else, exactly as for a call that does not exist.
+pub async fn refresh_jitsi_token(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    WantsAck(wants_ack): WantsAck,
+    State(hub): State<Arc<Hub>>,
+) {
+    let event = events::REFRESH_JITSI_TOKEN;
+    let Some((me, ack)) = session::admitted(
+        &socket,
+        &hub,
+        EventClass::CallControl,
+        event,
+        Channel::Call,
+        ack,
+    ) else {
+        return;
+    };
+    let mut ctx = Map::new();
+    let result = payload::call_id(data, &mut ctx)
+        .map_err(Refusal::from)
+        .and_then(|id| hub.with_calls(|calls| calls.refresh(&me.user_id, id)));
+    match result {
+        Ok((body, grant)) => {
+            let body = hand_over(&hub, &socket, wants_ack, body, Some(grant)).await;
+            reply::ok(&hub.metrics, event, ack, body);
+        }
+        Err(refusal) => {
+            tracing::warn!(user_id = %me.user_id, event, reason = "not_a_participant", "refused token refresh");
+            ctx.extend(refusal.context);
+            reply::fail(
+                &hub.metrics,
+                &socket,
+                ack,
+                event,
+                Channel::Call,
+                &refusal.error,
+                ctx,
+            );
+        }
+    }
 }
 
 /// After the handshake: a user with live calls gets `activeVideoCalls`, and

@@ -22,9 +22,11 @@ pub const ACCEPT_VIDEO_CALL: &str = "acceptVideoCall";
 pub const REJECT_VIDEO_CALL: &str = "rejectVideoCall";
 /// `endVideoCall({callId? | roomName?, endForAll?})`.
 pub const END_VIDEO_CALL: &str = "endVideoCall";
+/// `refreshJitsiToken({callId})` (callgate's addition).
+pub const REFRESH_JITSI_TOKEN: &str = "refreshJitsiToken";
 
 /// Every client event callgate handles.
-pub const CLIENT_EVENTS: [&str; 10] = [
+pub const CLIENT_EVENTS: [&str; 11] = [
     USER_ONLINE,
     JOIN_VIDEO_ROOM,
     JOIN_GROUP,
@@ -35,6 +37,7 @@ pub const CLIENT_EVENTS: [&str; 10] = [
     ACCEPT_VIDEO_CALL,
     REJECT_VIDEO_CALL,
     END_VIDEO_CALL,
+    REFRESH_JITSI_TOKEN,
 ];
 
 // Server → client (the seed frontend's events).
@@ -60,6 +63,9 @@ pub const GROUP_CALL_PARTICIPANT_JOINED: &str = "groupCallParticipantJoined";
 pub const GROUP_CALL_PARTICIPANT_DECLINED: &str = "groupCallParticipantDeclined";
 /// To group call participants: someone left.
 pub const GROUP_CALL_PARTICIPANT_LEFT: &str = "groupCallParticipantLeft";
+/// To the acting socket only, when it asked for no ack: its own room token
+/// (`{callId, roomName, jitsi: {domain, room, jwt}}`).
+pub const JITSI_TOKEN: &str = "jitsiToken";
 /// On connect, to a user who has live calls.
 pub const ACTIVE_VIDEO_CALLS: &str = "activeVideoCalls";
 /// To a socket whose token expired, just before it is disconnected.

@@ -21,6 +21,7 @@ use crate::auth::TokenKeys;
 use crate::domain::CallId;
 use crate::error::ClientError;
 use crate::http::client_ip::TrustedProxies;
+use crate::jitsi::Jitsi;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::CallPolicy;
@@ -40,6 +41,8 @@ pub struct Hub {
     pub trusted_proxies: TrustedProxies,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The Jitsi deployment and its room-token key (`None`: no domain set).
+    pub jitsi: Option<Arc<Jitsi>>,
     /// Every live call. A `std::sync::Mutex`: each transition is a short
     /// check-and-set with no `.await` inside (see [`Hub::with_calls`]).
     calls: Mutex<Registry>,
@@ -58,6 +61,7 @@ impl Hub {
         trusted_proxies: TrustedProxies,
         metrics: Arc<Metrics>,
         policy: CallPolicy,
+        jitsi: Option<Arc<Jitsi>>,
     ) -> Self {
         Self {
             store,
@@ -65,6 +69,7 @@ impl Hub {
             limits,
             trusted_proxies,
             metrics,
+            jitsi,
             calls: Mutex::new(Registry::new(policy)),
             ring_timers: Mutex::new(HashMap::new()),
         }
@@ -173,6 +178,7 @@ pub(crate) fn register_handlers(socket: &SocketRef) {
     socket.on(events::ACCEPT_VIDEO_CALL, calls::accept_video_call);
     socket.on(events::REJECT_VIDEO_CALL, calls::reject_video_call);
     socket.on(events::END_VIDEO_CALL, calls::end_video_call);
+    socket.on(events::REFRESH_JITSI_TOKEN, calls::refresh_jitsi_token);
     socket.on_disconnect(calls::on_disconnect);
     socket.on_fallback(unknown_event);
 }

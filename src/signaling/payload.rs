@@ -228,6 +228,20 @@ pub fn call_ref(
     })
 }
 
+/// Decodes `{callId}` (`refreshJitsiToken`): the call id is required.
+///
+/// # Errors
+/// `bad_request` when the payload is not an object or `callId` is missing or malformed.
+pub fn call_id(
+    data: Result<Value, impl std::fmt::Display>,
+    ctx: &mut Map<String, Value>,
+) -> Result<CallId, ClientError> {
+    let map = object_or_empty(data)?;
+    let id = required(&map, "callId", CallId::parse)?;
+    remember(ctx, "callId", &Some(id));
+    Ok(id)
+}
+
 /// Decodes the optional own-user id of `userOnline` and `joinVideoRoom`
 /// (bare, `{userId}`, or nothing).
 ///

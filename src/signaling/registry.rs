@@ -22,6 +22,7 @@ use super::events;
 use crate::domain::call::{Call, CallRecord, CallState, CallTarget, InviteState, Invitee, Party};
 use crate::domain::{CallId, GroupId, GroupName, RoomName, UserId};
 use crate::error::{ClientError, ErrorCode};
+use crate::jitsi::{Access, Grant, Role};
 use crate::policy::{BusyRule, CallPolicy};
 
 /// Where an event goes.
@@ -92,6 +93,31 @@ pub struct Extra {
     /// The group already had a live call (group initiate ack).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub already_active: Option<bool>,
+    /// The callee's own initiate answered this call (crossed calls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crossed: Option<bool>,
+    /// The room and the acting participant's room token (acks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitsi: Option<Access>,
+}
+
+impl Body {
+    /// Adds `jitsi: {domain, room, jwt}` (an ack, or `jitsiToken` to one socket).
+    pub fn with_jitsi(self, access: Access) -> Self {
+        match self {
+            Self::Call(mut call) => {
+                call.extra.jitsi = Some(access);
+                Self::Call(call)
+            }
+            Self::Json(mut map) => {
+                map.insert(
+                    "jitsi".into(),
+                    serde_json::to_value(access).unwrap_or(Value::Null),
+                );
+                Self::Json(map)
+            }
+        }
+    }
 }
 
 /// A timer a transition asks for.
@@ -134,6 +160,10 @@ impl Timer {
 pub struct Outcome {
     /// Extra fields for the sender's `{ok: true}` ack.
     pub ack: Body,
+    /// The sender is now a participant of this call: the room token they
+    /// may have, for their ack (or, without one, for the acting socket only).
+    /// Nobody else's token is ever in an outcome.
+    pub grant: Option<Grant>,
     /// Events to deliver.
     pub emits: Vec<Emit>,
     /// Timers to start: (delay, timer).
@@ -190,6 +220,8 @@ pub enum Reason {
     Disconnected,
     /// The callee declined (`videoCallRejected`).
     Declined,
+    /// The caller called the same callee again while this call still rang.
+    Replaced,
 }
 
 impl Serialize for Reason {
@@ -212,6 +244,7 @@ impl Reason {
             Self::Unavailable => "unavailable",
             Self::Disconnected => "disconnected",
             Self::Declined => "declined",
+            Self::Replaced => "replaced",
         }
     }
 }
@@ -264,6 +297,56 @@ fn ringing(to: Option<Sid>, record: &Body) -> Option<Emit> {
         event: events::VIDEO_CALL_RINGING,
         payload: record.clone(),
     })
+}
+
+/// The socket an initiate came from, and whether it asked for an ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The acting socket.
+    pub socket: Sid,
+    /// Whether it sent an ack id (otherwise success is also an event).
+    pub wants_ack: bool,
+}
+
+impl Origin {
+    /// The socket to send `videoCallRinging`, when it asked for no ack.
+    fn ring(self) -> Option<Sid> {
+        (!self.wants_ack).then_some(self.socket)
+    }
+}
+
+/// The room token `user` is entitled to in `call` (the caller decides
+/// nothing here: the role comes from the call and the directory).
+pub fn grant(call: &Call, user: &Party) -> Grant {
+    let (group_call, group_owner) = match &call.target {
+        CallTarget::Direct { .. } => (false, false),
+        CallTarget::Group { owner, .. } => (true, owner.as_ref() == Some(&user.id)),
+    };
+    Grant {
+        call_id: call.id,
+        room: call.room.clone(),
+        user: user.id.clone(),
+        name: user.name.clone(),
+        role: Role {
+            caller: call.caller.id == user.id,
+            group_owner,
+            group_call,
+        },
+    }
+}
+
+/// What a second `initiateVideoCall` between two users means while a direct
+/// call between them still rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// Nothing rings between them: a new call.
+    None,
+    /// The same caller calls the same callee again (a reload, a second
+    /// press): the new call replaces the ringing one.
+    Redial(CallId),
+    /// The callee calls the caller back: they both want to talk, so this
+    /// initiate answers the ringing call.
+    Crossed(CallId),
 }
 
 fn as_map(v: Value) -> Map<String, Value> {
@@ -470,35 +553,82 @@ impl Registry {
         }
     }
 
+    /// What `caller` initiating a call to `callee` means given the calls that
+    /// ring between them (see [`Pending`]).
+    pub fn pending_between(&self, caller: &UserId, callee: &UserId) -> Pending {
+        self.calls_of(caller)
+            .find_map(|c| match &c.target {
+                CallTarget::Direct { callee: other } if c.state == CallState::Ringing => {
+                    if &c.caller.id == caller && &other.id == callee {
+                        Some(Pending::Redial(c.id))
+                    } else if &c.caller.id == callee && &other.id == caller {
+                        Some(Pending::Crossed(c.id))
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            })
+            .unwrap_or(Pending::None)
+    }
+
     /// `initiateVideoCall`, after the handler checked the payload, the caller's
     /// identity, that the callee exists, the one-to-one policy and that the
-    /// callee is online. Checks busy, glare and the room, then rings.
+    /// callee is online. A call that already rings between the two is
+    /// replaced (redial) or answered (crossed call, see [`Pending`]);
+    /// otherwise checks busy and the room, then rings.
     ///
     /// # Errors
-    /// `busy`, `glare` (with `existingCallId`), `room_in_use`.
+    /// `busy`, `room_in_use`; for a crossed call, those of [`Registry::accept`].
     pub fn initiate_direct(
         &mut self,
         caller: Party,
         callee: Party,
         room: Option<RoomName>,
-        ring: Option<Sid>,
+        origin: Origin,
     ) -> Transition {
+        let pending = self.pending_between(&caller.id, &callee.id);
+        if let Pending::Crossed(id) = pending {
+            return self.answer(&caller, id, origin.socket, true);
+        }
         if self.policy.busy == BusyRule::Reject && self.is_busy(&callee.id) {
             return Err(ErrorCode::Busy.into());
         }
-        let glare = self.calls_of(&caller.id).find(|c| {
-            c.state == CallState::Ringing
-                && matches!(&c.target, CallTarget::Direct { callee: other } if
-                    (c.caller.id == caller.id && other.id == callee.id) || (c.caller.id == callee.id && other.id == caller.id))
-        });
-        if let Some(existing) = glare {
-            let mut refusal = Refusal::from(ErrorCode::Glare);
-            refusal
-                .context
-                .insert("existingCallId".into(), json!(existing.id));
-            return Err(refusal);
-        }
-        let room = self.fresh_room(room)?;
+        let Pending::Redial(old) = pending else {
+            let room = self.fresh_room(room)?;
+            return Ok(self.ring_direct(caller, callee, room, origin, Vec::new()));
+        };
+        // The old call's room may be reused by the new one; any other room
+        // must be free. Nothing changes until every check passed.
+        let room = match room {
+            Some(r) if self.calls.get(&old).is_some_and(|c| c.room == r) => r,
+            other => self.fresh_room(other)?,
+        };
+        let Some(old) = self.finish(old, Reason::Replaced) else {
+            return Err(ErrorCode::NotFound.into());
+        };
+        let payload = ended(&old, Reason::Replaced);
+        let emits = [caller.id.clone(), callee.id.clone()]
+            .into_iter()
+            .map(|u| Emit {
+                to: To::User(u),
+                event: events::VIDEO_CALL_ENDED,
+                payload: payload.clone(),
+            })
+            .collect();
+        Ok(self.ring_direct(caller, callee, room, origin, emits))
+    }
+
+    /// Creates a ringing direct call after `before` (events that must reach
+    /// clients first).
+    fn ring_direct(
+        &mut self,
+        caller: Party,
+        callee: Party,
+        room: RoomName,
+        origin: Origin,
+        mut emits: Vec<Emit>,
+    ) -> Outcome {
         let callee_id = callee.id.clone();
         let call = Call {
             id: self.fresh_id(),
@@ -509,14 +639,15 @@ impl Registry {
             target: CallTarget::Direct { callee },
         };
         let record = record(&call);
-        let mut emits = vec![Emit {
+        emits.push(Emit {
             to: To::User(callee_id),
             event: events::INCOMING_VIDEO_CALL,
             payload: record.clone(),
-        }];
-        emits.extend(ringing(ring, &record));
+        });
+        emits.extend(ringing(origin.ring(), &record));
         let out = Outcome {
             ack: record,
+            grant: Some(grant(&call, &call.caller)),
             emits,
             timers: vec![(
                 secs(self.policy.ring_timeout_secs),
@@ -524,7 +655,7 @@ impl Registry {
             )],
         };
         self.insert(call);
-        Ok(out)
+        out
     }
 
     /// `initiateGroupVideoCall`, after the handler checked membership. At most
@@ -537,10 +668,10 @@ impl Registry {
     pub fn initiate_group(
         &mut self,
         caller: Party,
-        group: (GroupId, GroupName),
+        group: (GroupId, GroupName, Option<UserId>),
         invitees: Vec<Party>,
         room: Option<RoomName>,
-        ring: Option<Sid>,
+        origin: Origin,
     ) -> Transition {
         if let Some(call) = self
             .by_group
@@ -597,6 +728,7 @@ impl Registry {
                 group_name: group.1,
                 invitees,
                 caller_present: true,
+                owner: group.2,
             },
         };
         let record = record(&call);
@@ -610,9 +742,10 @@ impl Registry {
                 payload: record.clone(),
             })
             .collect();
-        emits.extend(ringing(ring, &record));
+        emits.extend(ringing(origin.ring(), &record));
         let out = Outcome {
             ack: record,
+            grant: Some(grant(&call, &call.caller)),
             emits,
             timers: vec![(
                 secs(self.policy.ring_timeout_secs),
@@ -639,6 +772,13 @@ impl Registry {
     /// `not_found`, `forbidden` (the caller accepting a direct call),
     /// `invalid_state`.
     pub fn accept(&mut self, user: &Party, id: CallId, sender: Sid) -> Transition {
+        self.answer(user, id, sender, false)
+    }
+
+    /// [`Registry::accept`]; `crossed` when the callee's own initiate answers
+    /// (both sides' `videoCallAccepted` say so, and the acting socket gets
+    /// one too, since it asked to call rather than to answer).
+    fn answer(&mut self, user: &Party, id: CallId, sender: Sid, crossed: bool) -> Transition {
         let call = self.party_call_mut(id, &user.id)?;
         let was_ringing = call.state == CallState::Ringing;
         let mut emits = Vec::new();
@@ -655,16 +795,25 @@ impl Registry {
                     return Err(ErrorCode::InvalidState.into());
                 }
                 call.state = CallState::Active;
+                let accepted = body(
+                    call,
+                    Extra {
+                        accepted_by: Some(user.id.clone()),
+                        crossed: crossed.then_some(true),
+                        ..Extra::default()
+                    },
+                );
+                if crossed {
+                    emits.push(Emit {
+                        to: To::Socket(sender),
+                        event: events::VIDEO_CALL_ACCEPTED,
+                        payload: accepted.clone(),
+                    });
+                }
                 emits.push(Emit {
                     to: To::User(call.caller.id.clone()),
                     event: events::VIDEO_CALL_ACCEPTED,
-                    payload: body(
-                        call,
-                        Extra {
-                            accepted_by: Some(user.id.clone()),
-                            ..Extra::default()
-                        },
-                    ),
+                    payload: accepted,
                 });
             }
             CallTarget::Group {
@@ -719,14 +868,47 @@ impl Registry {
             call,
             Extra {
                 participants: call.is_group().then(|| call.participants()),
+                crossed: crossed.then_some(true),
                 ..Extra::default()
             },
         );
         Ok(Outcome {
             ack,
+            grant: Some(grant(call, user)),
             emits,
             timers: Vec::new(),
         })
+    }
+
+    /// `refreshJitsiToken`: a participant of a live call (the caller of a
+    /// ringing one, anyone in an active one) may have their token again,
+    /// e.g. after a page reload. Anyone else, a callee still ringing, one
+    /// who declined or left, gets `not_found`, as for a call that does
+    /// not exist.
+    ///
+    /// # Errors
+    /// `not_found`.
+    pub fn refresh(&self, user: &UserId, id: CallId) -> Result<(Body, Grant), Refusal> {
+        let call = self
+            .calls
+            .get(&id)
+            .filter(|c| c.participants().contains(user))
+            .ok_or(ErrorCode::NotFound)?;
+        let party = if &call.caller.id == user {
+            call.caller.clone()
+        } else {
+            match &call.target {
+                CallTarget::Direct { callee } => callee.clone(),
+                CallTarget::Group { invitees, .. } => Party {
+                    id: user.clone(),
+                    name: invitees
+                        .get(user)
+                        .map(|i| i.name.clone())
+                        .ok_or(ErrorCode::NotFound)?,
+                },
+            }
+        };
+        Ok((record(call), grant(call, &party)))
     }
 
     /// `rejectVideoCall` by `user` from socket `sender`.
@@ -783,6 +965,7 @@ impl Registry {
         }
         Ok(Outcome {
             ack,
+            grant: None,
             emits,
             timers: Vec::new(),
         })
@@ -1169,3 +1352,7 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

@@ -237,18 +237,43 @@ async fn a_callee_in_an_active_call_is_busy_unless_policy_rings() {
 }
 
 #[tokio::test]
-async fn glare_keeps_the_earlier_call() {
+async fn a_redial_while_ringing_replaces_the_call_for_both_sides() {
+    let mut p = pair().await;
+    let first = ring(&mut p).await;
+    let ack =
+        p.a.emit_ack("initiateVideoCall", json!({"receiverId": p.bob.id}))
+            .await;
+    assert!(ok(&ack), "{ack}");
+    assert_ne!(ack["callId"], first["callId"]);
+    for ended in [
+        p.a.next("videoCallEnded").await,
+        p.b.next("videoCallEnded").await,
+    ] {
+        assert_eq!(ended["callId"], first["callId"]);
+        assert_eq!(ended["reason"], "replaced");
+    }
+    assert_eq!(p.b.next("incomingVideoCall").await["callId"], ack["callId"]);
+    assert_eq!(p.server.registry_sizes().0, 1);
+}
+
+#[tokio::test]
+async fn a_callee_calling_back_answers_the_ringing_call() {
     let mut p = pair().await;
     let first = ring(&mut p).await;
     let ack =
         p.b.emit_ack("initiateVideoCall", json!({"receiverId": p.alice.id}))
             .await;
-    assert_eq!(code(&ack), "glare");
-    assert_eq!(ack["existingCallId"], first["callId"]);
-    let ack =
-        p.a.emit_ack("initiateVideoCall", json!({"receiverId": p.bob.id}))
-            .await;
-    assert_eq!(code(&ack), "glare");
+    assert!(ok(&ack), "{ack}");
+    assert_eq!(ack["callId"], first["callId"]);
+    assert_eq!(ack["crossed"], true);
+    assert_eq!(ack["state"], "active");
+    for accepted in [
+        p.a.next("videoCallAccepted").await,
+        p.b.next("videoCallAccepted").await,
+    ] {
+        assert_eq!(accepted["callId"], first["callId"]);
+        assert_eq!(accepted["crossed"], true);
+    }
     assert_eq!(p.server.registry_sizes().0, 1);
 }
 

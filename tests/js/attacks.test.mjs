@@ -59,6 +59,7 @@ const CLIENT_EVENTS = [
   "acceptVideoCall",
   "rejectVideoCall",
   "endVideoCall",
+  "refreshJitsiToken",
 ];
 const CALL_CONTROLS = ["acceptVideoCall", "rejectVideoCall", "endVideoCall"];
 const TEN_KB = "x".repeat(10 * 1024);

@@ -27,7 +27,7 @@ export const GROUP = { id: "507f1f77bcf86cd799439011", name: "Project Team" };
  * Starts callgate with the seed above (or the `seed` file given) and extra
  * environment; resolves once it listens. Returns { url, stop, logs }.
  */
-export async function startServer({ env = {}, args = [], seed, listen = "127.0.0.1:0", policy = join(here, "policy.toml") } = {}) {
+export async function startServer({ env = {}, args = [], seed, listen = "127.0.0.1:0", policy = join(here, "policy.toml"), secrets = [] } = {}) {
   if (!seed) {
     const dir = mkdtempSync(join(tmpdir(), "callgate-js-"));
     seed = join(dir, "seed.json");
@@ -76,17 +76,18 @@ export async function startServer({ env = {}, args = [], seed, listen = "127.0.0
       if (child.exitCode !== null) return done();
       child.on("exit", () => done());
       child.kill("SIGTERM");
-    }).then(() => assertNoSecrets(logs));
+    }).then(() => assertNoSecrets(logs, secrets));
   return { url, stop, logs, child };
 }
 
 /**
  * Throws if the server's captured log lines hold anything secret: a JWT
- * shape, an argon2 hash, the signing secret or a password.
+ * shape (ours or a Jitsi room token), an argon2 hash, the signing secret, a
+ * password, or any of `extra` (e.g. the Jitsi app secret).
  */
-export function assertNoSecrets(logs, passwords = []) {
+export function assertNoSecrets(logs, extra = []) {
   const text = logs.join("\n");
-  const secrets = ["eyJ", "$argon2", SECRET, ...Object.values(USERS).map((u) => u.password), ...passwords];
+  const secrets = ["eyJ", "$argon2", SECRET, ...Object.values(USERS).map((u) => u.password), ...extra];
   for (const secret of secrets) {
     if (text.includes(secret)) throw new Error(`server logs contain ${JSON.stringify(secret.slice(0, 8))}...`);
   }
@@ -229,7 +230,7 @@ export function nextOnEach(sockets, event, ms = WAIT_MS) {
 
 /** Which event a refused client event is reported with on the sending socket. */
 export function failureEventFor(event) {
-  return ["initiateVideoCall", "initiateGroupVideoCall", "acceptVideoCall", "rejectVideoCall", "endVideoCall"].includes(event)
+  return ["initiateVideoCall", "initiateGroupVideoCall", "acceptVideoCall", "rejectVideoCall", "endVideoCall", "refreshJitsiToken"].includes(event)
     ? "videoCallFailed"
     : "error";
 }

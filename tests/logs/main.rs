@@ -38,6 +38,7 @@ impl Write for Capture {
 
 const REGISTERED_PASSWORD: &str = "registration-secret-pw";
 const WRONG_PASSWORD: &str = "a-wrong-secret-password";
+const JITSI_SECRET: &str = "jitsi-app-secret-for-the-log-scan-0123456789";
 
 #[tokio::test]
 async fn no_token_password_or_hash_is_ever_logged() {
@@ -54,7 +55,13 @@ async fn no_token_password_or_hash_is_ever_logged() {
     .expect("subscriber");
 
     let server = TestServer::spawn_with_policy(
-        |_| {},
+        |c| {
+            c.jitsi.domain = "meet.example.com".into();
+            c.jitsi.token = callgate::config::JitsiTokenMode::Hs256;
+            c.jitsi.app_id = "callgate".into();
+            c.jitsi.subject = "meet.jitsi".into();
+            c.jitsi.app_secret = JITSI_SECRET.into();
+        },
         |p| {
             p.rate_limits.rooms = callgate::policy::Rate {
                 per_minute: 1,
@@ -133,14 +140,32 @@ async fn no_token_password_or_hash_is_ever_logged() {
     let call = a
         .emit_ack("initiateVideoCall", json!({"receiverId": bob.id}))
         .await;
-    assert_eq!(
-        b.emit_ack(
+    let accepted = b
+        .emit_ack(
             "acceptVideoCall",
-            json!({"callId": call["callId"], "token": token})
+            json!({"callId": call["callId"], "token": token}),
         )
-        .await["ok"],
-        true
-    );
+        .await;
+    assert_eq!(accepted["ok"], true);
+    let refreshed = a
+        .emit_ack("refreshJitsiToken", json!({"callId": call["callId"]}))
+        .await;
+    let erin = server.seed_user("erin2").await;
+    let outsider = server
+        .connect(&erin)
+        .await
+        .emit_ack("refreshJitsiToken", json!({"callId": call["callId"]}))
+        .await;
+    assert_eq!(outsider["error"]["code"], "not_found");
+    let jitsi_tokens: Vec<String> = [&call, &accepted, &refreshed]
+        .iter()
+        .map(|v| {
+            v["jitsi"]["jwt"]
+                .as_str()
+                .expect("a room token")
+                .to_string()
+        })
+        .collect();
     assert_eq!(
         a.emit_ack("endVideoCall", json!({"callId": call["callId"]}))
             .await["ok"],
@@ -165,8 +190,16 @@ async fn no_token_password_or_hash_is_ever_logged() {
         REGISTERED_PASSWORD,
         WRONG_PASSWORD,
         SECRET,
+        JITSI_SECRET,
         token.as_str(),
     ] {
         assert!(!logs.contains(secret), "{secret:?} found in logs");
+    }
+    for jitsi in &jitsi_tokens {
+        let signature = jitsi.rsplit('.').next().expect("signature");
+        assert!(
+            !logs.contains(signature),
+            "a Jitsi room token is in the logs"
+        );
     }
 }
