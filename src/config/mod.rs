@@ -145,6 +145,10 @@ pub struct MongoConfig {
     pub create_indexes: bool,
     /// Start-up ping timeout.
     pub connect_timeout_secs: u64,
+    /// Bound on each directory operation while serving.
+    pub query_timeout_ms: u64,
+    /// Bound on the `/readyz` ping.
+    pub readyz_timeout_ms: u64,
 }
 
 /// `[auth]`.
@@ -613,6 +617,20 @@ impl Config {
                 "store.mongodb.connect_timeout_secs",
                 "must be 1 to 60",
                 "use the default 5",
+            );
+        }
+        if !(100..=60_000).contains(&m.query_timeout_ms) {
+            bad(
+                "store.mongodb.query_timeout_ms",
+                "must be 100 to 60000",
+                "use the default 1500",
+            );
+        }
+        if !(100..=60_000).contains(&m.readyz_timeout_ms) {
+            bad(
+                "store.mongodb.readyz_timeout_ms",
+                "must be 100 to 60000",
+                "use the default 800",
             );
         }
 
