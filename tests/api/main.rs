@@ -16,6 +16,7 @@ mod handshake;
 mod helpers;
 mod http;
 mod limits;
+mod mongo;
 mod observability;
 mod startup;
 mod tls;
