@@ -168,8 +168,8 @@ export CALLGATE_JWT_SECRET
 # callgate-mongo: a MongoDB for the directory. A real mongod in
 # CALLGATE_BENCH_MONGODB_URI, else SecantusDB (installed by scripts/test under
 # target/; GPL-2.0, a separate process) on a free port, in memory. It runs
-# unpinned: on 2 cores there is no third CPU to give it, so its CPU is not in
-# the server's figures.
+# unpinned: on 2 cores there is no third CPU to give it. Its CPU is not in the
+# server's figures but is in "other processes' CPU".
 mongo_uri="" mongo_db="" mongo_python="" mongo_pid=""
 if [[ ",$servers," == *,callgate-mongo,* ]]; then
   venv="$root/target/secantusdb-0.7.0b3"
@@ -181,9 +181,10 @@ if [[ ",$servers," == *,callgate-mongo,* ]]; then
     mongo_uri=$CALLGATE_BENCH_MONGODB_URI
   else
     mongo_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "$venv/bin/secantusd-py" --host 127.0.0.1 --port "$mongo_port" --storage-path :memory: --standalone \
-      >"$out/secantusdb.log" 2>&1 &
-    mongo_pid=$!
+    # Its own session at the same raised priority as the server, unpinned.
+    launch "" "$venv/bin/secantusd-py" --host 127.0.0.1 --port "$mongo_port" --storage-path :memory: --standalone \
+      >"$out/secantusdb.log" 2>&1
+    mongo_pid=$launched_pid
     for _ in $(seq 200); do
       python3 -c "import socket; socket.create_connection(('127.0.0.1', $mongo_port), 0.2)" 2>/dev/null && break
       sleep 0.1
