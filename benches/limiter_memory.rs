@@ -36,7 +36,9 @@ fn main() {
     let empty = live();
     for i in 0..KEYS {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
-        limiters.login(ip, None).expect("first use passes");
+        limiters
+            .login(callgate::limits::IpKey::new(ip, 64), None)
+            .expect("first use passes");
     }
     let full = live();
     std::thread::sleep(Duration::from_millis(20));

@@ -243,6 +243,7 @@ impl Server {
         policy.rate_limits.login_per_username = lots;
         policy.rate_limits.rooms = lots;
         policy.rate_limits.handshake_per_ip = lots;
+        policy.rate_limits.session_open_per_ip = lots;
         let app = App::build(config, policy).await.expect("the server builds");
         let addr = app.local_addr().expect("a bound address");
         for i in 0..users {

@@ -61,6 +61,9 @@ pub struct App {
     seeded_usernames: Vec<String>,
     shutdown_grace: Duration,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
+    http2_keep_alive: (Duration, Duration),
+    max_connections: usize,
     tls: Option<TlsReloader>,
 }
 
@@ -156,9 +159,14 @@ impl App {
         })?;
         let (store, seeded_usernames) = build_store(&config).await?;
 
-        let trusted_proxies =
-            TrustedProxies::parse(&config.server.trusted_proxies).unwrap_or_default();
-        let limits = Arc::new(Limits::new(&policy.rate_limits, policy.connections));
+        let trusted_proxies = TrustedProxies::parse(&config.server.trusted_proxies)
+            .unwrap_or_default()
+            .with_header(config.server.forwarded_header);
+        let limits = Arc::new(
+            Limits::new(&policy.rate_limits, policy.connections)
+                .with_ipv6_prefix_len(config.server.ipv6_prefix_len),
+        );
+        limits.set_groups(policy.groups);
         let metrics = Arc::new(Metrics::new());
         limits.spawn_cleanup(LIMITER_CLEANUP_PERIOD);
         let hub = Arc::new(Hub::new(
@@ -172,6 +180,7 @@ impl App {
         let sio = &config.socketio;
         let mut builder = SocketIo::builder()
             .with_state(hub.clone())
+            .req_path(sio.path.clone())
             .ping_interval(Duration::from_secs(sio.ping_interval_secs))
             .ping_timeout(Duration::from_secs(sio.ping_timeout_secs))
             .connect_timeout(Duration::from_secs(sio.connect_timeout_secs))
@@ -187,6 +196,11 @@ impl App {
         };
         let (sio_layer, io) = builder.build_layer();
         signaling::attach(&io);
+        signaling::session::spawn_recheck(
+            io.clone(),
+            store.clone(),
+            Duration::from_secs(config.auth.session_recheck_secs),
+        );
 
         let api = ApiState {
             store: store.clone(),
@@ -194,17 +208,23 @@ impl App {
             hasher,
             io: io.clone(),
             registration_open: config.auth.registration_open,
-            limits,
-            trusted_proxies,
+            limits: limits.clone(),
+            trusted_proxies: trusted_proxies.clone(),
             metrics,
             hub: hub.clone(),
         };
+        let gate = http::transport::TransportGate::new(
+            &sio.path,
+            http::origin::AllowedOrigins::new(&config.server.allowed_origins),
+            trusted_proxies,
+            limits,
+            config.server.max_socketio_header_bytes,
+        );
         let router = http::api_router(api, config.server.body_limit_bytes)
             .layer(sio_layer)
-            .layer(axum::middleware::from_fn(http::head::detach))
             .layer(axum::middleware::from_fn_with_state(
-                http::origin::AllowedOrigins::new(&config.server.allowed_origins),
-                http::origin::check,
+                gate,
+                http::transport::gate,
             ))
             .layer(http::cors(&config.server.allowed_origins))
             .layer(http::trace_layer());
@@ -222,6 +242,12 @@ impl App {
             seeded_usernames,
             shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
+            http2_keep_alive: (
+                Duration::from_secs(config.server.http2_keep_alive_interval_secs),
+                Duration::from_secs(config.server.http2_keep_alive_timeout_secs),
+            ),
+            max_connections: config.server.max_connections,
             tls,
         })
     }
@@ -279,6 +305,10 @@ impl App {
         let settings = serve::Settings {
             header_read_timeout: self.header_read_timeout,
             shutdown_grace: self.shutdown_grace,
+            idle_timeout: self.idle_timeout,
+            http2_keep_alive_interval: self.http2_keep_alive.0,
+            http2_keep_alive_timeout: self.http2_keep_alive.1,
+            max_connections: self.max_connections,
             tls: self.tls,
         };
         serve::serve(

@@ -53,6 +53,10 @@ pub enum ErrorCode {
     /// HTTP's name for [`ErrorCode::Unavailable`] (503 with `Retry-After`):
     /// it names the dependency for operators reading access logs.
     StoreUnavailable,
+    /// Request headers too large (431).
+    HeadersTooLarge,
+    /// A policy cap is full (e.g. groups per user).
+    LimitReached,
     /// Something failed inside; details are in the server log only.
     Internal,
 }
@@ -79,6 +83,8 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::Unavailable => "unavailable",
             Self::StoreUnavailable => "store_unavailable",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::LimitReached => "limit_reached",
             Self::Internal => "internal",
         }
     }
@@ -114,6 +120,8 @@ impl ErrorCode {
             Self::Unavailable | Self::StoreUnavailable => {
                 "the directory is not answering, try again shortly"
             }
+            Self::HeadersTooLarge => "the request headers are too large",
+            Self::LimitReached => "a limit of the policy is reached",
             Self::Internal => "internal error",
         }
     }

@@ -13,6 +13,7 @@
 //! - [`signaling`]: the Socket.IO handshake, rooms and call events.
 //! - [`error`]: client-visible error codes, and the one mapping to them.
 //! - [`serve`]: the accept loop: plain HTTP or TLS, slow-client bounds, shutdown.
+//! - [`telemetry`]: the log subscriber, capped so no filter can log a secret.
 //! - [`app`]: wiring; the only module that depends on all the others.
 
 pub mod app;
@@ -27,3 +28,4 @@ pub mod policy;
 pub mod serve;
 pub mod signaling;
 pub mod store;
+pub mod telemetry;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use callgate::app::{self, App};
-use callgate::config::{Config, LogFormat, Overrides};
+use callgate::config::{Config, Overrides};
 use callgate::policy::Policy;
 use clap::{Args, Parser, Subcommand};
 
@@ -74,16 +74,9 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    // The filter is capped so that no RUST_LOG value can log a token (see telemetry).
+    let filter = callgate::telemetry::user_filter(&config.log.filter);
+    let _ = callgate::telemetry::try_init(config.log.format, filter, std::io::stderr);
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

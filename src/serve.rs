@@ -11,6 +11,15 @@
 //!   connections after that time), and a new connection must complete its
 //!   first request within the same time. With TLS the handshake gets that
 //!   time as well, before the first-request clock starts.
+//! - Idle connections: an HTTP/1 or HTTP/2 connection with no request in
+//!   flight for `server.idle_timeout_secs`, or a websocket on which no byte
+//!   moved for that long, is closed ([`Guarded`], [`Tracked`]); HTTP/2 also
+//!   sends keep-alive PINGs and drops a peer that does not answer them
+//!   (answered PINGs do not count as activity). hyper's own
+//!   `header_read_timeout` covers HTTP/1 only, so without this an HTTP/2
+//!   connection that made one request stayed open for ever.
+//! - At most `server.max_connections` TCP connections are open at once; one
+//!   over the cap is closed as soon as it is accepted ([`GuardAcceptor`]).
 //! - TLS: 1.2 and 1.3, ALPN `h2` and `http/1.1`, ring as the crypto provider.
 //!   The certificate is reloaded on SIGHUP (or [`TlsReloader::reload`])
 //!   without dropping connections; a failed reload keeps the old one.
@@ -21,17 +30,23 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum_server::Handle;
 use axum_server::Server;
-use axum_server::accept::NoDelayAcceptor;
+use axum_server::accept::Accept;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 
 use crate::config::{Problem, Problems, TlsConfig};
 
@@ -46,6 +61,14 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Longest wait for connections to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP/2 keep-alive PING interval.
+    pub http2_keep_alive_interval: Duration,
+    /// HTTP/2 keep-alive PING answer timeout.
+    pub http2_keep_alive_timeout: Duration,
+    /// Concurrent TCP connections.
+    pub max_connections: usize,
     /// The TLS certificate, when TLS is on.
     pub tls: Option<TlsReloader>,
 }
@@ -88,6 +111,252 @@ impl TlsError {
             "give the PEM private key of the certificate (see certs/README.md)"
         };
         Problem::new(self.key, self.to_string(), fix)
+    }
+}
+
+/// Admits accepted TCP streams under the connection cap, sets `TCP_NODELAY`,
+/// and pairs each connection's stream ([`Guarded`]) with its service
+/// ([`Tracked`]) so the idle bound knows when requests are in flight. Runs
+/// before TLS, so the cap and the idle bound hold for TLS connections too.
+#[derive(Debug, Clone)]
+pub struct GuardAcceptor {
+    permits: Arc<Semaphore>,
+    idle: Duration,
+}
+
+impl GuardAcceptor {
+    /// At most `max_connections` at once, each closed after `idle` without
+    /// a request in flight (or, once upgraded to a websocket, without a byte).
+    pub fn new(max_connections: usize, idle: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            idle,
+        }
+    }
+}
+
+impl<S> Accept<TcpStream, S> for GuardAcceptor {
+    type Stream = Guarded;
+    type Service = Tracked<S>;
+    type Future = std::future::Ready<io::Result<(Guarded, Tracked<S>)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let admitted = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => stream.set_nodelay(true).map(|()| {
+                let activity = Arc::new(Activity::new());
+                (
+                    Guarded::new(stream, permit, self.idle, activity.clone()),
+                    Tracked {
+                        inner: service,
+                        activity,
+                    },
+                )
+            }),
+            // Dropping the stream closes it.
+            Err(_) => Err(io::Error::other("server.max_connections reached")),
+        };
+        std::future::ready(admitted)
+    }
+}
+
+/// What one connection's stream and service share: requests in flight,
+/// whether it became a websocket, and when it was last active.
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    in_flight: AtomicUsize,
+    upgraded: AtomicBool,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            upgraded: AtomicBool::new(false),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection becomes idle, or `None` if it is idle now.
+    fn idle_at(&self, idle: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Some(now + idle);
+        }
+        let at = self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
+        (at > now).then_some(at)
+    }
+}
+
+/// Counts a request in flight until dropped (a cancelled request included).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.touch();
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's service, counting its requests in flight for the idle
+/// bound and noting a switch to the websocket protocol.
+#[derive(Debug, Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B, R> tower::Service<axum::http::Request<B>> for Tracked<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let in_flight = InFlight::start(self.activity.clone());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            if let Ok(r) = &response
+                && r.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                in_flight.0.upgraded.store(true, Ordering::Relaxed);
+            }
+            drop(in_flight);
+            response
+        })
+    }
+}
+
+/// A TCP stream that holds a connection slot while it lives, and fails with
+/// `TimedOut` once the connection has been idle for the idle time: no
+/// request in flight (HTTP/1 and HTTP/2: keep-alive PINGs do not count), or,
+/// on a websocket, no byte either way. Checked whenever the connection waits
+/// to read, which hyper, h2 and websockets always do.
+#[derive(Debug)]
+pub struct Guarded {
+    inner: TcpStream,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    activity: Arc<Activity>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Guarded {
+    fn new(
+        inner: TcpStream,
+        permit: OwnedSemaphorePermit,
+        idle: Duration,
+        activity: Arc<Activity>,
+    ) -> Self {
+        Self {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            activity,
+            _permit: permit,
+        }
+    }
+
+    fn moved(&self, bytes: usize) {
+        if bytes > 0 && self.activity.upgraded.load(Ordering::Relaxed) {
+            self.activity.touch();
+        }
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.moved(buf.filled().len() - before);
+                Poll::Ready(result)
+            }
+            Poll::Pending => loop {
+                if this.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                match this.activity.idle_at(this.idle) {
+                    Some(at) => this.deadline.as_mut().reset(at),
+                    None => {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "connection idle",
+                        )));
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let out = Pin::new(&mut this.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = out {
+            this.moved(n);
+        }
+        out
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let out = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = out {
+            this.moved(n);
+        }
+        out
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -296,6 +565,11 @@ fn configure<A>(
         .http1()
         .header_read_timeout(settings.header_read_timeout);
     server
+        .http_builder()
+        .http2()
+        .keep_alive_interval(settings.http2_keep_alive_interval)
+        .keep_alive_timeout(settings.http2_keep_alive_timeout);
+    server
         .handle(handle.clone())
         // Covers the time hyper takes to tell HTTP/1 from HTTP/2 (unbounded
         // otherwise) and a client that connects and sends nothing.
@@ -329,7 +603,10 @@ pub async fn serve(
             );
             let acceptor = RustlsAcceptor::new(tls.config.clone())
                 .handshake_timeout(settings.header_read_timeout)
-                .acceptor(NoDelayAcceptor::new());
+                .acceptor(GuardAcceptor::new(
+                    settings.max_connections,
+                    settings.idle_timeout,
+                ));
             let server = configure(
                 Server::from_listener(listener).acceptor(acceptor),
                 &settings,
@@ -346,7 +623,10 @@ pub async fn serve(
         }
         None => {
             let server = configure(
-                Server::from_listener(listener).acceptor(NoDelayAcceptor::new()),
+                Server::from_listener(listener).acceptor(GuardAcceptor::new(
+                    settings.max_connections,
+                    settings.idle_timeout,
+                )),
                 &settings,
                 &handle,
             );

@@ -202,6 +202,8 @@ contract_tests! {
         => embedded_unknown_group_is_not_found, mongodb_unknown_group_is_not_found;
     ping_answers
         => embedded_ping_answers, mongodb_ping_answers;
+    set_owner_hands_over_to_members_only
+        => embedded_set_owner_hands_over_to_members_only, mongodb_set_owner_hands_over_to_members_only;
 }
 
 // ---------------------------------------------------------------------------
@@ -503,6 +505,58 @@ async fn remove_member_removes_once(store: Store) {
 
     // A removed member can come back.
     assert!(store.add_member(&group.id, &bob).await.expect("re-add"));
+}
+
+async fn set_owner_hands_over_to_members_only(store: Store) {
+    let owner = uid("0123456789abcdef01234567");
+    let bob = uid("89abcdef0123456789abcdef");
+    let carol = uid("carol");
+    let group = store
+        .create_group(new_group("Team", &owner, &[&bob, &carol]))
+        .await
+        .expect("group");
+    assert!(
+        !store
+            .set_owner(&group.id, &uid("stranger"))
+            .await
+            .expect("stranger")
+    );
+    assert_eq!(
+        store
+            .group(&group.id)
+            .await
+            .expect("group")
+            .expect("found")
+            .owner,
+        Some(owner.clone())
+    );
+    assert!(store.set_owner(&group.id, &bob).await.expect("object id"));
+    assert_eq!(
+        store
+            .group(&group.id)
+            .await
+            .expect("group")
+            .expect("found")
+            .owner,
+        Some(bob.clone())
+    );
+    assert!(store.set_owner(&group.id, &carol).await.expect("string id"));
+    assert_eq!(
+        store
+            .group(&group.id)
+            .await
+            .expect("group")
+            .expect("found")
+            .owner,
+        Some(carol)
+    );
+    let missing = store
+        .set_owner(&gid("000000000000000000000000"), &bob)
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::GroupNotFound)),
+        "{missing:?}"
+    );
 }
 
 async fn unknown_group_is_not_found(store: Store) {

@@ -64,13 +64,37 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Grace period for in-flight work at shutdown.
     pub shutdown_grace_secs: u64,
-    /// Proxies whose forwarding headers are believed (CIDRs or addresses).
+    /// Proxies whose forwarding header is believed (CIDRs or addresses).
     pub trusted_proxies: Vec<String>,
+    /// The one forwarding header believed from a trusted proxy.
+    pub forwarded_header: ForwardedHeader,
+    /// Leading bits of an IPv6 address that per-IP limits key by.
+    pub ipv6_prefix_len: u8,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// HTTP/2 keep-alive PING interval.
+    pub http2_keep_alive_interval_secs: u64,
+    /// HTTP/2 keep-alive PING answer timeout.
+    pub http2_keep_alive_timeout_secs: u64,
+    /// Concurrent TCP connections.
+    pub max_connections: usize,
+    /// Largest request head of a Socket.IO transport request (else 431).
+    pub max_socketio_header_bytes: usize,
     /// Time a client has to send a request's headers; also bounds a new
     /// connection's first request (and the TLS handshake).
     pub header_read_timeout_secs: u64,
     /// Built-in TLS (both files, or neither for plain HTTP).
     pub tls: TlsConfig,
+}
+
+/// `server.forwarded_header`: which header a trusted proxy overwrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, most load balancers).
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
 }
 
 /// `[server.tls]`: built-in TLS with rustls. Both empty means plain HTTP.
@@ -175,6 +199,8 @@ pub struct AuthConfig {
     pub max_token_bytes: usize,
     /// Whether registration is open.
     pub registration_open: bool,
+    /// How often live sockets are checked against the directory.
+    pub session_recheck_secs: u64,
     /// A second, external token issuer.
     pub external: ExternalIssuerConfig,
 }
@@ -245,6 +271,8 @@ pub enum WorkerPriority {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct SocketIoConfig {
+    /// The transport path, without a trailing slash.
+    pub path: String,
     pub ping_interval_secs: u64,
     pub ping_timeout_secs: u64,
     pub connect_timeout_secs: u64,
@@ -527,6 +555,65 @@ impl Config {
         }
 
         // Listener.
+        let srv = &self.server;
+        if srv.ipv6_prefix_len > 128 {
+            bad(
+                "server.ipv6_prefix_len",
+                "must be 0 to 128",
+                "use the default 64",
+            );
+        }
+        if !(1..=3600).contains(&srv.idle_timeout_secs)
+            || srv.idle_timeout_secs <= self.socketio.ping_interval_secs
+        {
+            bad(
+                "server.idle_timeout_secs",
+                "must be 1 to 3600 and more than socketio.ping_interval_secs",
+                "use the default 60",
+            );
+        }
+        if !(1..=3600).contains(&srv.http2_keep_alive_interval_secs)
+            || !(1..=600).contains(&srv.http2_keep_alive_timeout_secs)
+        {
+            bad(
+                "server.http2_keep_alive_interval_secs",
+                "interval must be 1 to 3600 and timeout 1 to 600",
+                "use the defaults 20 and 10",
+            );
+        }
+        if srv.max_connections == 0 {
+            bad(
+                "server.max_connections",
+                "must be positive",
+                "use the default 25000",
+            );
+        }
+        if !(1024..=65_536).contains(&srv.max_socketio_header_bytes) {
+            bad(
+                "server.max_socketio_header_bytes",
+                "must be 1024 to 65536",
+                "use the default 8192",
+            );
+        }
+        if !(1..=3600).contains(&self.auth.session_recheck_secs) {
+            bad(
+                "auth.session_recheck_secs",
+                "must be 1 to 3600",
+                "use the default 30",
+            );
+        }
+        let path = &self.socketio.path;
+        if !path.starts_with('/')
+            || path.len() < 2
+            || path.ends_with('/')
+            || path.contains(['?', '#', ' '])
+        {
+            bad(
+                "socketio.path",
+                "must start with / and not end with / (e.g. /socket.io)",
+                "use the default /socket.io",
+            );
+        }
         if !(1..=300).contains(&self.server.header_read_timeout_secs) {
             bad(
                 "server.header_read_timeout_secs",

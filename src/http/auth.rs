@@ -47,7 +47,8 @@ pub async fn register(
     ClientIp(ip): ClientIp,
     body: JsonObject,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
-    state.limits.rates().register(ip).map_err(|wait| {
+    let key = state.limits.ip_key(ip);
+    state.limits.rates().register(key).map_err(|wait| {
         tracing::warn!(%ip, route = "register", "rate limited");
         ApiError::rate_limited(wait)
     })?;
@@ -122,7 +123,7 @@ async fn login_inner(
     state
         .limits
         .rates()
-        .login(ip, username.as_ref())
+        .login(state.limits.ip_key(ip), username.as_ref())
         .map_err(|wait| {
             tracing::warn!(%ip, route = "login", "rate limited");
             ApiError::rate_limited(wait)

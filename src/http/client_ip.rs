@@ -1,21 +1,45 @@
 //! The client's IP address, for rate limits, caps and logs.
 //!
-//! `X-Forwarded-For` and `Forwarded` are trusted only when the TCP peer is a
-//! trusted proxy (`server.trusted_proxies`); then the chain is walked from
-//! the right and the first address that is not a trusted proxy is the
-//! client. A spoofed header from anyone else changes nothing.
+//! Exactly one forwarding header is believed, the one named by
+//! `server.forwarded_header` (`X-Forwarded-For` by default, or `Forwarded`):
+//! the one the proxy overwrites. The other is ignored whatever it says, since
+//! a proxy that does not know it passes a client's own copy through untouched.
+//! The header is trusted only when the TCP peer is a trusted proxy
+//! (`server.trusted_proxies`); then the chain is walked from the right and
+//! the first address that is not a trusted proxy is the client. A spoofed
+//! header from anyone else changes nothing.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-/// The proxies whose forwarding headers are believed.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub use crate::config::ForwardedHeader;
+
+/// The client address of a Socket.IO transport request, worked out once by
+/// the transport gate and kept in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The proxies whose forwarding header is believed, and which header.
+#[derive(Debug, Clone)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    header: ForwardedHeader,
+}
+
+impl Default for TrustedProxies {
+    fn default() -> Self {
+        Self {
+            nets: Vec::new(),
+            header: ForwardedHeader::XForwardedFor,
+        }
+    }
+}
 
 impl TrustedProxies {
-    /// Parses CIDRs or plain addresses.
+    /// Parses CIDRs or plain addresses; `X-Forwarded-For` is the header
+    /// believed (see [`TrustedProxies::with_header`]).
     ///
     /// # Errors
     /// The first entry that is neither.
@@ -28,13 +52,28 @@ impl TrustedProxies {
                     .map_err(|_| e.clone())
             })
             .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+            .map(|nets| Self {
+                nets,
+                header: ForwardedHeader::XForwardedFor,
+            })
+    }
+
+    /// The same proxies, believing `header` only.
+    #[must_use]
+    pub fn with_header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// The header believed.
+    pub fn header(&self) -> ForwardedHeader {
+        self.header
     }
 
     /// Whether `ip` is a trusted proxy.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0.iter().any(|net| net.contains(&ip))
+        self.nets.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -90,17 +129,16 @@ pub fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 }
 
 /// The client address: the TCP peer, or, when the peer is a trusted proxy,
-/// the rightmost forwarded address that is not one (`Forwarded` first, then
-/// `X-Forwarded-For`).
+/// the rightmost address in the configured forwarding header that is not one.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
     let mut current = canonical(peer);
     if !trusted.contains(current) {
         return current;
     }
-    let mut chain = forwarded_for(headers);
-    if chain.is_empty() {
-        chain = x_forwarded_for(headers);
-    }
+    let chain = match trusted.header {
+        ForwardedHeader::XForwardedFor => x_forwarded_for(headers),
+        ForwardedHeader::Forwarded => forwarded_for(headers),
+    };
     for hop in chain.into_iter().rev() {
         if !trusted.contains(current) {
             break;
@@ -156,7 +194,8 @@ mod tests {
             "forwarded",
             r#"for=6.6.6.6, for="[2001:db8::1]:4711";proto=https"#,
         )]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted()), ip("2001:db8::1"));
+        let rfc = trusted().with_header(ForwardedHeader::Forwarded);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &rfc), ip("2001:db8::1"));
     }
 
     #[test]
@@ -164,12 +203,35 @@ mod tests {
         let h = headers(&[("x-forwarded-for", "1.2.3.4, not-an-ip")]);
         assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted()), ip("10.0.0.2"));
         let h = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted()), ip("10.0.0.2"));
+        let rfc = trusted().with_header(ForwardedHeader::Forwarded);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &rfc), ip("10.0.0.2"));
     }
 
     #[test]
     fn mapped_ipv4_counts_as_ipv4() {
         assert!(trusted().contains(ip("::ffff:10.9.9.9")));
         assert_eq!(parse_hop("1.2.3.4:80"), Some(ip("1.2.3.4")));
+    }
+
+    #[test]
+    fn only_the_configured_header_is_believed() {
+        // nginx overwrites X-Forwarded-For and passes the client's Forwarded on.
+        let h = headers(&[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("forwarded", "for=203.0.113.66"),
+        ]);
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &h, &trusted()),
+            ip("198.51.100.7")
+        );
+        // A proxy that writes Forwarded: a client's X-Forwarded-For is ignored.
+        let rfc = trusted().with_header(ForwardedHeader::Forwarded);
+        let h = headers(&[
+            ("forwarded", "for=198.51.100.7"),
+            ("x-forwarded-for", "203.0.113.66"),
+        ]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &rfc), ip("198.51.100.7"));
+        let h = headers(&[("x-forwarded-for", "203.0.113.66")]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &rfc), ip("127.0.0.1"));
     }
 }

@@ -41,6 +41,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::RoomInUse
         | ErrorCode::InvalidState => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ErrorCode::LimitReached => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::ServerBusy | ErrorCode::Unavailable | ErrorCode::StoreUnavailable => {
             StatusCode::SERVICE_UNAVAILABLE

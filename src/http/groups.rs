@@ -1,5 +1,17 @@
 //! Group routes. A membership change takes effect on the member's live sockets
-//! at once: they join or leave the group's room.
+//! at once: they join or leave the group's room, and a removed member leaves
+//! the group's live call.
+//!
+//! Who can be added: only users the caller already shares a group with
+//! (their co-members). A user id that does not exist and one the caller may
+//! not add get the same answer, so the routes cannot be used to find out
+//! which ids exist. Groups come first from the directory (a seed, or the chat
+//! app's own MongoDB), and grow through members who know each other.
+//! Creating groups and changing membership are rate-limited per user
+//! (`rate_limits.group_changes`), and the groups a user belongs to are capped
+//! (`groups.max_per_user`, answered `limit_reached`). A group's owner cannot
+//! leave or be removed while others remain: they hand it over first
+//! (`POST /groups/{id}/owner`).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -9,9 +21,11 @@ use serde::Serialize;
 use super::ApiState;
 use super::error::ApiError;
 use super::extract::{CurrentUser, JsonObject};
+use std::collections::HashSet;
+
 use crate::domain::{GroupId, GroupName, UserId};
 use crate::error::{ClientError, ErrorCode};
-use crate::signaling::rooms;
+use crate::signaling::{calls, rooms};
 use crate::store::{Group, NewGroup};
 
 /// Most members a group can be created with in one request.
@@ -56,6 +70,54 @@ async fn group_for_member(
     }
 }
 
+/// Charges the caller's `group_changes` bucket.
+fn charge(state: &ApiState, me: &UserId) -> Result<(), ApiError> {
+    state.limits.rates().group_change(me).map_err(|wait| {
+        tracing::warn!(user_id = %me, route = "groups", "rate limited");
+        ApiError::rate_limited(wait)
+    })
+}
+
+/// The same answer for an id that does not exist and one the caller may not
+/// add.
+fn cannot_add(field: &'static str) -> ApiError {
+    ClientError::bad_field(field, "names a user you cannot add").into()
+}
+
+/// Every user who shares a group with `me` and is still in the directory.
+async fn co_members(state: &ApiState, me: &UserId) -> Result<HashSet<UserId>, ApiError> {
+    let mut ids: HashSet<UserId> = state
+        .store
+        .groups_of(me)
+        .await?
+        .into_iter()
+        .flat_map(|g| g.members)
+        .filter(|m| m != me)
+        .collect();
+    let wanted: Vec<UserId> = ids.iter().cloned().collect();
+    let existing: HashSet<UserId> = state
+        .store
+        .existing_users(&wanted)
+        .await?
+        .into_iter()
+        .collect();
+    ids.retain(|id| existing.contains(id));
+    Ok(ids)
+}
+
+/// `limit_reached` when `user` already belongs to `groups.max_per_user` groups.
+async fn has_room_for_one_more(state: &ApiState, user: &UserId) -> Result<(), ApiError> {
+    let max = state.limits.groups().max_per_user;
+    if state.store.groups_of(user).await?.len() >= max {
+        return Err(ClientError::with_message(
+            ErrorCode::LimitReached,
+            "a member would be in more groups than the policy allows",
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// `GET /groups`: the caller's groups.
 pub async fn list(
     State(state): State<ApiState>,
@@ -71,11 +133,22 @@ pub async fn create(
     CurrentUser(me): CurrentUser,
     body: JsonObject,
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
+    charge(&state, &me.id)?;
     let name = body.field("name", GroupName::parse)?;
     let members = body.list("memberIds", MAX_MEMBERS_PER_REQUEST, UserId::parse)?;
-    let existing = state.store.existing_users(&members).await?;
-    if members.iter().any(|m| !existing.contains(m)) {
-        return Err(ClientError::bad_field("memberIds", "names a user that does not exist").into());
+    let allowed = co_members(&state, &me.id).await?;
+    if members.iter().any(|m| *m != me.id && !allowed.contains(m)) {
+        tracing::warn!(user_id = %me.id, reason = "not_a_co_member", "group creation refused");
+        return Err(cannot_add("memberIds"));
+    }
+    let mut everyone: Vec<UserId> = vec![me.id.clone()];
+    for m in &members {
+        if !everyone.contains(m) {
+            everyone.push(m.clone());
+        }
+    }
+    for user in &everyone {
+        has_room_for_one_more(&state, user).await?;
     }
     let group = state
         .store
@@ -109,6 +182,7 @@ pub async fn add_member(
     Path(id): Path<String>,
     body: JsonObject,
 ) -> Result<Json<GroupView>, ApiError> {
+    charge(&state, &me.id)?;
     let id = parse_group_id(&id)?;
     let user = body.field("userId", UserId::parse)?;
     let group = group_for_member(&state, &id, &me.id).await?;
@@ -119,9 +193,14 @@ pub async fn add_member(
         )
         .into());
     }
-    if state.store.user(&user).await?.is_none() {
-        return Err(ClientError::bad_field("userId", "names a user that does not exist").into());
+    if group.has_member(&user) {
+        return Ok(Json(group.into()));
     }
+    if !co_members(&state, &me.id).await?.contains(&user) {
+        tracing::warn!(user_id = %me.id, group_id = %id, reason = "not_a_co_member", "member add refused");
+        return Err(cannot_add("userId"));
+    }
+    has_room_for_one_more(&state, &user).await?;
     state.store.add_member(&id, &user).await?;
     rooms::join_group(&state.io, &user, &id).await;
     tracing::info!(user_id = %me.id, group_id = %id, member = %user, "member added");
@@ -129,11 +208,13 @@ pub async fn add_member(
 }
 
 /// `DELETE /groups/{id}/members/{userId}`: the owner, or the member leaving.
+/// The owner cannot leave (or remove themselves) while others remain.
 pub async fn remove_member(
     State(state): State<ApiState>,
     CurrentUser(me): CurrentUser,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    charge(&state, &me.id)?;
     let id = parse_group_id(&id)?;
     let user = UserId::parse(&user).map_err(|_| ClientError::new(ErrorCode::NotFound))?;
     let group = group_for_member(&state, &id, &me.id).await?;
@@ -145,10 +226,45 @@ pub async fn remove_member(
         )
         .into());
     }
+    if group.owner.as_ref() == Some(&user) && group.members.iter().any(|m| *m != user) {
+        return Err(ClientError::with_message(
+            ErrorCode::Forbidden,
+            "the owner must hand the group over before leaving",
+        )
+        .into());
+    }
     if !state.store.remove_member(&id, &user).await? {
         return Err(ClientError::new(ErrorCode::NotFound).into());
     }
     rooms::leave_group(&state.io, &user, &id).await;
+    let outcome = state.hub.with_calls(|c| c.member_removed(&id, &user));
+    calls::apply(&state.io, &state.hub, outcome).await;
     tracing::info!(user_id = %me.id, group_id = %id, member = %user, "member removed");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /groups/{id}/owner {userId}`: the owner hands the group to another
+/// member.
+pub async fn set_owner(
+    State(state): State<ApiState>,
+    CurrentUser(me): CurrentUser,
+    Path(id): Path<String>,
+    body: JsonObject,
+) -> Result<Json<GroupView>, ApiError> {
+    charge(&state, &me.id)?;
+    let id = parse_group_id(&id)?;
+    let user = body.field("userId", UserId::parse)?;
+    let group = group_for_member(&state, &id, &me.id).await?;
+    if group.owner.as_ref() != Some(&me.id) {
+        return Err(ClientError::with_message(
+            ErrorCode::Forbidden,
+            "only the owner can hand the group over",
+        )
+        .into());
+    }
+    if !state.store.set_owner(&id, &user).await? {
+        return Err(ClientError::bad_field("userId", "must be a member of the group").into());
+    }
+    tracing::info!(user_id = %me.id, group_id = %id, new_owner = %user, "group handed over");
+    Ok(Json(group_for_member(&state, &id, &me.id).await?.into()))
 }

@@ -4,32 +4,14 @@
 //! slices of the connection's read buffer (8–16 KiB). Engine.IO keeps the
 //! request head of each session for the session's whole life, so one short
 //! header slice would pin the whole buffer of every open socket: measured, it
-//! was half the memory of an idle socket. [`detach`] copies the URI and the
-//! header values of Socket.IO requests into one allocation sized to fit, and
+//! was half the memory of an idle socket. [`detach_head`] (run by the
+//! transport gate, [`super::transport`], on the headers it keeps) copies the
+//! URI and the header values into one allocation sized to fit, and
 //! the read buffer is freed as soon as hyper hands the connection over.
 
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderMap, HeaderValue, Uri};
-use axum::middleware::Next;
-use axum::response::Response;
 use bytes::BytesMut;
-
-use super::origin::SOCKET_IO_PATH;
-
-/// Middleware: [`detach_head`] on every Socket.IO transport request.
-pub async fn detach(mut request: Request, next: Next) -> Response {
-    if request.uri().path().starts_with(SOCKET_IO_PATH) {
-        let (uri, headers) = detach_head(request.uri(), request.headers());
-        // The router keeps a clone of the URI as it arrived: a slice too.
-        if request.extensions().get::<OriginalUri>().is_some() {
-            request.extensions_mut().insert(OriginalUri(uri.clone()));
-        }
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-    }
-    next.run(request).await
-}
 
 /// The same URI and headers, sharing one fresh buffer instead of whatever
 /// backed the originals. Header names are already owned by `http`.

@@ -11,6 +11,7 @@ pub mod groups;
 pub mod head;
 pub mod health;
 pub mod origin;
+pub mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,7 @@ pub fn api_router(state: ApiState, body_limit: usize) -> Router {
         .route("/groups", get(groups::list).post(groups::create))
         .route("/groups/{id}", get(groups::show))
         .route("/groups/{id}/members", post(groups::add_member))
+        .route("/groups/{id}/owner", post(groups::set_owner))
         .route(
             "/groups/{id}/members/{user_id}",
             delete(groups::remove_member),

@@ -1,24 +1,16 @@
 //! The Origin allowlist for the Socket.IO transport.
 //!
 //! socketioxide checks no `Origin`, so any web page could open a socket with
-//! a victim's cookies or tokens in reach. Requests under `/socket.io/` that
-//! carry an `Origin` not in `server.allowed_origins` (exact
-//! `scheme://host[:port]`) get 403 before the transport sees them, on the
-//! websocket upgrade and on polling alike. Requests with no `Origin`
-//! (non-browser clients) go on to the JWT check.
+//! a victim's cookies or tokens in reach. Transport requests (see
+//! [`super::transport`], on every spelling of the path) that carry an
+//! `Origin` not in `server.allowed_origins` (exact `scheme://host[:port]`)
+//! get 403 before the transport sees them, on the websocket upgrade and on
+//! polling alike. Requests with no `Origin` (non-browser clients) go on to
+//! the JWT check.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use super::error::ApiError;
-use crate::error::{ClientError, ErrorCode};
-
-/// The Socket.IO request path prefix.
-pub const SOCKET_IO_PATH: &str = "/socket.io/";
+use axum::http::HeaderValue;
 
 /// Allowed browser origins.
 #[derive(Debug, Clone)]
@@ -53,30 +45,6 @@ impl AllowedOrigins {
                 .any(|allowed| allowed.eq_ignore_ascii_case(o))
         })
     }
-}
-
-/// Middleware: 403 for a disallowed `Origin` on the Socket.IO transport.
-pub async fn check(
-    State(allowed): State<AllowedOrigins>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.uri().path().starts_with(SOCKET_IO_PATH)
-        && let Some(origin) = request.headers().get(header::ORIGIN)
-        && !allowed.allows(origin)
-    {
-        tracing::warn!(
-            reason = "origin_not_allowed",
-            path = SOCKET_IO_PATH,
-            "transport request refused"
-        );
-        return ApiError::from(ClientError::with_message(
-            ErrorCode::Forbidden,
-            "this origin is not allowed",
-        ))
-        .into_response();
-    }
-    next.run(request).await
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,7 +18,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::domain::{UserId, Username};
-use crate::policy::{ConnectionPolicy, Rate, RateLimitPolicy};
+use crate::policy::{ConnectionPolicy, GroupPolicy, Rate, RateLimitPolicy};
 
 /// What a limited request must wait before trying again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,44 @@ impl RetryAfter {
     /// Whole seconds, rounded up, at least 1 (for `Retry-After`).
     pub fn as_secs_ceil(self) -> u64 {
         self.as_millis().div_ceil(1000).max(1)
+    }
+}
+
+/// The key of a per-IP limit or cap: an IPv4 address, or the IPv6 network
+/// of `server.ipv6_prefix_len` bits (a /64 by default) that holds the
+/// address. One subscriber commonly gets a whole /64, so keying by the full
+/// IPv6 address would give them 2^64 separate budgets. Made only by
+/// [`IpKey::new`], so no per-IP limit can be keyed by a raw address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpKey(IpAddr);
+
+impl IpKey {
+    /// The key of `ip` when IPv6 addresses are grouped by their first
+    /// `ipv6_prefix_len` bits (0 to 128; larger counts as 128). IPv4-mapped
+    /// IPv6 addresses count as IPv4.
+    pub fn new(ip: IpAddr, ipv6_prefix_len: u8) -> Self {
+        match ip {
+            IpAddr::V4(_) => Self(ip),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self(IpAddr::V4(v4)),
+                None => {
+                    let bits = u32::from(ipv6_prefix_len.min(128));
+                    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                    Self(IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask)))
+                }
+            },
+        }
+    }
+
+    /// The address or network address the key stands for.
+    pub fn addr(self) -> IpAddr {
+        self.0
+    }
+}
+
+impl std::fmt::Display for IpKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -68,10 +106,12 @@ pub struct RateLimiters {
     call_initiate: DefaultKeyedRateLimiter<UserId>,
     call_control: DefaultKeyedRateLimiter<UserId>,
     rooms: DefaultKeyedRateLimiter<UserId>,
-    handshake_per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    login_per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    login_per_username: DefaultKeyedRateLimiter<Username>,
-    register_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    handshake_per_ip: DefaultKeyedRateLimiter<IpKey>,
+    session_open_per_ip: DefaultKeyedRateLimiter<IpKey>,
+    login_per_ip: DefaultKeyedRateLimiter<IpKey>,
+    login_per_username: DefaultKeyedRateLimiter<(Username, IpKey)>,
+    register_per_ip: DefaultKeyedRateLimiter<IpKey>,
+    group_changes: DefaultKeyedRateLimiter<UserId>,
     disconnect_after: u32,
 }
 
@@ -83,6 +123,8 @@ impl RateLimiters {
             call_control: RateLimiter::keyed(quota(policy.call_control)),
             rooms: RateLimiter::keyed(quota(policy.rooms)),
             handshake_per_ip: RateLimiter::keyed(quota(policy.handshake_per_ip)),
+            session_open_per_ip: RateLimiter::keyed(quota(policy.session_open_per_ip)),
+            group_changes: RateLimiter::keyed(quota(policy.group_changes)),
             login_per_ip: RateLimiter::keyed(quota(policy.login_per_ip)),
             login_per_username: RateLimiter::keyed(quota(policy.login_per_username)),
             register_per_ip: RateLimiter::keyed(quota(policy.register_per_ip)),
@@ -103,26 +145,40 @@ impl RateLimiters {
         check(limiter, user)
     }
 
-    /// A Socket.IO handshake from `ip`.
+    /// A Socket.IO handshake (namespace CONNECT) from `ip`.
     ///
     /// # Errors
     /// How long to wait when limited.
-    pub fn handshake(&self, ip: IpAddr) -> Result<(), RetryAfter> {
+    pub fn handshake(&self, ip: IpKey) -> Result<(), RetryAfter> {
         check(&self.handshake_per_ip, &ip)
     }
 
-    /// A login from `ip` for `username` (when it parses). Both buckets are
-    /// charged, so one cannot be drained through the other.
+    /// An Engine.IO session open (a transport request without a session
+    /// id) from `ip`, before any CONNECT.
     ///
     /// # Errors
-    /// The longer wait when limited.
-    pub fn login(&self, ip: IpAddr, username: Option<&Username>) -> Result<(), RetryAfter> {
-        let by_ip = check(&self.login_per_ip, &ip);
-        let by_name = username.map_or(Ok(()), |u| check(&self.login_per_username, u));
-        match (by_ip, by_name) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(a), Err(b)) => Err(a.max_with(b)),
-            (Err(a), _) | (_, Err(a)) => Err(a),
+    /// How long to wait when limited.
+    pub fn session_open(&self, ip: IpKey) -> Result<(), RetryAfter> {
+        check(&self.session_open_per_ip, &ip)
+    }
+
+    /// A login from `ip` for `username` (when it parses).
+    ///
+    /// The IP bucket is checked first, and a request it refuses is refused
+    /// without touching the username bucket: an address already limited
+    /// cannot spend anyone's budget. The username bucket is keyed by the
+    /// pair (username, IP), as OWASP suggests for failed logins, so guessing
+    /// from one address cannot lock the user out from every other address;
+    /// a distributed guesser is bounded by each address's IP bucket and by
+    /// argon2's cost.
+    ///
+    /// # Errors
+    /// The wait when limited.
+    pub fn login(&self, ip: IpKey, username: Option<&Username>) -> Result<(), RetryAfter> {
+        check(&self.login_per_ip, &ip)?;
+        match username {
+            Some(u) => check(&self.login_per_username, &(u.clone(), ip)),
+            None => Ok(()),
         }
     }
 
@@ -130,8 +186,16 @@ impl RateLimiters {
     ///
     /// # Errors
     /// How long to wait when limited.
-    pub fn register(&self, ip: IpAddr) -> Result<(), RetryAfter> {
+    pub fn register(&self, ip: IpKey) -> Result<(), RetryAfter> {
         check(&self.register_per_ip, &ip)
+    }
+
+    /// A group creation or membership change by `user`.
+    ///
+    /// # Errors
+    /// How long to wait when limited.
+    pub fn group_change(&self, user: &UserId) -> Result<(), RetryAfter> {
+        check(&self.group_changes, user)
     }
 
     /// Consecutive refused events before a socket is disconnected (0: never).
@@ -145,6 +209,8 @@ impl RateLimiters {
         self.call_control.retain_recent();
         self.rooms.retain_recent();
         self.handshake_per_ip.retain_recent();
+        self.session_open_per_ip.retain_recent();
+        self.group_changes.retain_recent();
         self.login_per_ip.retain_recent();
         self.login_per_username.retain_recent();
         self.register_per_ip.retain_recent();
@@ -152,6 +218,8 @@ impl RateLimiters {
         self.call_control.shrink_to_fit();
         self.rooms.shrink_to_fit();
         self.handshake_per_ip.shrink_to_fit();
+        self.session_open_per_ip.shrink_to_fit();
+        self.group_changes.shrink_to_fit();
         self.login_per_ip.shrink_to_fit();
         self.login_per_username.shrink_to_fit();
         self.register_per_ip.shrink_to_fit();
@@ -163,6 +231,8 @@ impl RateLimiters {
             + self.call_control.len()
             + self.rooms.len()
             + self.handshake_per_ip.len()
+            + self.session_open_per_ip.len()
+            + self.group_changes.len()
             + self.login_per_ip.len()
             + self.login_per_username.len()
             + self.register_per_ip.len()
@@ -171,12 +241,6 @@ impl RateLimiters {
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-impl RetryAfter {
-    fn max_with(self, other: Self) -> Self {
-        Self(self.0.max(other.0))
     }
 }
 
@@ -205,7 +269,7 @@ impl CapExceeded {
 #[derive(Debug, Default)]
 struct Counts {
     per_user: HashMap<UserId, usize>,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<IpKey, usize>,
 }
 
 /// Live connection counts, per user, per IP and in total.
@@ -220,7 +284,7 @@ pub struct Connections {
 pub struct Slot {
     owner: Arc<Connections>,
     user: UserId,
-    ip: IpAddr,
+    ip: IpKey,
 }
 
 impl Drop for Slot {
@@ -246,7 +310,7 @@ impl Connections {
     pub fn acquire(
         self: &Arc<Self>,
         user: &UserId,
-        ip: IpAddr,
+        ip: IpKey,
         caps: &ConnectionPolicy,
     ) -> Result<Slot, CapExceeded> {
         let mut counts = self
@@ -272,7 +336,7 @@ impl Connections {
         })
     }
 
-    fn release(&self, user: &UserId, ip: IpAddr) {
+    fn release(&self, user: &UserId, ip: IpKey) {
         let mut counts = self
             .counts
             .lock()
@@ -295,16 +359,49 @@ pub struct Limits {
     caps: RwLock<ConnectionPolicy>,
     /// Live connection counts (kept across policy reloads).
     pub connections: Arc<Connections>,
+    groups: RwLock<GroupPolicy>,
+    ipv6_prefix_len: u8,
 }
 
 impl Limits {
-    /// Limits for a policy.
+    /// Limits for a policy, with IPv6 clients keyed by their /64.
     pub fn new(rates: &RateLimitPolicy, caps: ConnectionPolicy) -> Self {
         Self {
             rates: RwLock::new(Arc::new(RateLimiters::new(rates))),
             caps: RwLock::new(caps),
             connections: Arc::new(Connections::default()),
+            groups: RwLock::new(GroupPolicy::default()),
+            ipv6_prefix_len: 64,
         }
+    }
+
+    /// The same limits with IPv6 clients keyed by their first `bits` bits
+    /// (`server.ipv6_prefix_len`).
+    #[must_use]
+    pub fn with_ipv6_prefix_len(mut self, bits: u8) -> Self {
+        self.ipv6_prefix_len = bits;
+        self
+    }
+
+    /// The group caps in force.
+    pub fn groups(&self) -> GroupPolicy {
+        *self
+            .groups
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Installs new group caps (at start-up and on policy reload).
+    pub fn set_groups(&self, groups: GroupPolicy) {
+        *self
+            .groups
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = groups;
+    }
+
+    /// The per-IP key of a client address.
+    pub fn ip_key(&self, ip: IpAddr) -> IpKey {
+        IpKey::new(ip, self.ipv6_prefix_len)
     }
 
     /// The current rate limiters.
@@ -365,6 +462,8 @@ mod tests {
             call_control: r,
             rooms: r,
             handshake_per_ip: r,
+            session_open_per_ip: r,
+            group_changes: r,
             login_per_ip: r,
             login_per_username: r,
             register_per_ip: r,
@@ -402,7 +501,7 @@ mod tests {
         };
         let a = UserId::parse("a").expect("id");
         let b = UserId::parse("b").expect("id");
-        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        let ip = IpKey::new("10.0.0.1".parse().expect("ip"), 64);
         let s1 = conns.acquire(&a, ip, &caps).expect("1");
         let _s2 = conns.acquire(&a, ip, &caps).expect("2");
         assert_eq!(
@@ -414,5 +513,56 @@ mod tests {
         drop(s1);
         assert_eq!(conns.total(), 2);
         assert!(conns.acquire(&a, ip, &caps).is_ok());
+    }
+
+    fn key(s: &str, bits: u8) -> IpKey {
+        IpKey::new(s.parse().expect("ip"), bits)
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_prefix() {
+        assert_eq!(
+            key("2001:db8:1:2:aaaa::1", 64),
+            key("2001:db8:1:2:ffff::9", 64)
+        );
+        assert_ne!(key("2001:db8:1:2::1", 64), key("2001:db8:1:3::1", 64));
+        assert_eq!(key("2001:db8:1:2::1", 48), key("2001:db8:1:3::1", 48));
+        assert_ne!(key("2001:db8::1", 128), key("2001:db8::2", 128));
+        assert_eq!(key("2001:db8::1", 0), key("::1", 0));
+        assert_eq!(key("::ffff:10.0.0.1", 64), key("10.0.0.1", 64));
+        assert_ne!(key("10.0.0.1", 64), key("10.0.0.2", 64));
+        assert_eq!(key("2001:db8:1:2::1", 64).to_string(), "2001:db8:1:2::");
+    }
+
+    #[test]
+    fn a_limited_ip_cannot_drain_a_username_and_usernames_are_per_ip() {
+        let mut p = rates(60, 100);
+        p.login_per_ip = Rate {
+            per_minute: 1,
+            burst: 2,
+        };
+        p.login_per_username = Rate {
+            per_minute: 1,
+            burst: 3,
+        };
+        let limiters = RateLimiters::new(&p);
+        let carol = Username::parse("carol").expect("name");
+        let attacker = key("203.0.113.1", 64);
+        let other = key("203.0.113.2", 64);
+        let home = key("198.51.100.7", 64);
+        for _ in 0..2 {
+            assert!(limiters.login(attacker, Some(&carol)).is_ok());
+        }
+        for _ in 0..20 {
+            assert!(limiters.login(attacker, Some(&carol)).is_err());
+        }
+        // The attacker's refused requests charged nothing: carol's pair
+        // bucket from `other` and from her home are whole.
+        for _ in 0..2 {
+            assert!(limiters.login(other, Some(&carol)).is_ok());
+        }
+        for _ in 0..2 {
+            assert!(limiters.login(home, Some(&carol)).is_ok());
+        }
     }
 }

@@ -20,6 +20,38 @@ pub struct Policy {
     pub rate_limits: RateLimitPolicy,
     /// Connection caps.
     pub connections: ConnectionPolicy,
+    /// Group membership caps.
+    #[serde(default)]
+    pub groups: GroupPolicy,
+}
+
+/// `[groups]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPolicy {
+    /// Most groups one user may belong to; creating or joining one more is
+    /// refused with `limit_reached`.
+    pub max_per_user: usize,
+}
+
+impl Default for GroupPolicy {
+    fn default() -> Self {
+        Self { max_per_user: 200 }
+    }
+}
+
+fn default_session_open_per_ip() -> Rate {
+    Rate {
+        per_minute: 240,
+        burst: 60,
+    }
+}
+
+fn default_group_changes() -> Rate {
+    Rate {
+        per_minute: 30,
+        burst: 10,
+    }
 }
 
 /// One rate: `burst` at once, then one every `60 / per_minute` seconds.
@@ -44,6 +76,12 @@ pub struct RateLimitPolicy {
     pub rooms: Rate,
     /// Socket.IO handshakes, per IP.
     pub handshake_per_ip: Rate,
+    /// Engine.IO session opens (before any CONNECT), per IP.
+    #[serde(default = "default_session_open_per_ip")]
+    pub session_open_per_ip: Rate,
+    /// Group creations and membership changes, per user.
+    #[serde(default = "default_group_changes")]
+    pub group_changes: Rate,
     /// Logins, per IP.
     pub login_per_ip: Rate,
     /// Logins, per username.
@@ -56,12 +94,14 @@ pub struct RateLimitPolicy {
 
 impl RateLimitPolicy {
     /// Every rate with its key, for validation.
-    pub fn rates(&self) -> [(&'static str, Rate); 7] {
+    pub fn rates(&self) -> [(&'static str, Rate); 9] {
         [
             ("rate_limits.call_initiate", self.call_initiate),
             ("rate_limits.call_control", self.call_control),
             ("rate_limits.rooms", self.rooms),
             ("rate_limits.handshake_per_ip", self.handshake_per_ip),
+            ("rate_limits.session_open_per_ip", self.session_open_per_ip),
+            ("rate_limits.group_changes", self.group_changes),
             ("rate_limits.login_per_ip", self.login_per_ip),
             ("rate_limits.login_per_username", self.login_per_username),
             ("rate_limits.register_per_ip", self.register_per_ip),
@@ -196,6 +236,13 @@ impl Policy {
                 "calls.max_group_invitees",
                 "must be 1 to 1000",
                 "use the default 50",
+            ));
+        }
+        if !(1..=100_000).contains(&self.groups.max_per_user) {
+            out.push(Problem::new(
+                "groups.max_per_user",
+                "must be 1 to 100000",
+                "use the default 200",
             ));
         }
         if out.is_empty() {

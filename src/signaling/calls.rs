@@ -20,7 +20,7 @@ use super::registry::{Emit, Outcome, Refusal, Timer, To, Transition};
 use super::reply::{self, Channel, WantsAck};
 use super::{Hub, events, payload, rooms, session};
 use crate::domain::call::Party;
-use crate::domain::{GroupId, UserId};
+use crate::domain::{CallId, GroupId, UserId};
 use crate::error::{ClientError, ErrorCode};
 use crate::limits::EventClass;
 use crate::policy::OneToOne;
@@ -198,13 +198,20 @@ async fn initiate_direct(
     if receiver == me.user_id {
         return Err(ClientError::bad_field("receiverId", "must not be yourself").into());
     }
-    let callee = hub
-        .store
-        .user(&receiver)
-        .await
-        .map_err(ClientError::from)?
-        .ok_or(ErrorCode::NotFound)?;
     let one_to_one = hub.with_calls(|calls| calls.policy().one_to_one);
+    let not_shared = || {
+        ClientError::with_message(
+            ErrorCode::Forbidden,
+            "you can only call people you share a group with",
+        )
+    };
+    let callee = match hub.store.user(&receiver).await.map_err(ClientError::from)? {
+        Some(user) => user,
+        // Under shared_group an unknown id answers like a stranger's, so
+        // initiates cannot tell which ids exist.
+        None if one_to_one == OneToOne::SharedGroup => return Err(not_shared().into()),
+        None => return Err(ErrorCode::NotFound.into()),
+    };
     if one_to_one == OneToOne::SharedGroup {
         let mine: HashSet<GroupId> = hub
             .store
@@ -220,11 +227,7 @@ async fn initiate_direct(
             .await
             .map_err(ClientError::from)?;
         if !theirs.iter().any(|g| mine.contains(&g.id)) {
-            return Err(ClientError::with_message(
-                ErrorCode::Forbidden,
-                "you can only call people you share a group with",
-            )
-            .into());
+            return Err(not_shared().into());
         }
     }
     if !is_online(io, &callee.id) {
@@ -363,24 +366,53 @@ async fn control(
     };
     let user_id = me.user_id.clone();
     let mut ctx = Map::new();
-    let result = (|| -> Transition {
+    let result = async {
         let r = payload::call_ref(data, &mut ctx)?;
         let me = me_party(&me);
+        let id = hub.with_calls(|calls| calls.find(&me.id, r.call_id, r.room.as_ref()))?;
+        if matches!(which, Control::Accept) {
+            still_member(&hub, id, &me.id).await?;
+        }
         hub.with_calls(|calls| {
-            let id = calls.find(&me.id, r.call_id, r.room.as_ref())?;
+            // The call may have ended while the directory answered: `find`
+            // again under this lock.
+            let id = calls.find(&me.id, Some(id), None)?;
             match which {
                 Control::Accept => calls.accept(&me, id, socket.id),
                 Control::Reject => calls.reject(&me, id, socket.id),
                 Control::End => calls.end(&me, id, r.end_for_all, socket.id),
             }
         })
-    })();
+    }
+    .await;
     if let Err(Refusal { error, .. }) = &result
         && error.code == ErrorCode::NotFound
     {
         tracing::warn!(user_id = %user_id, event, reason = "unknown_or_foreign_call", "refused call control");
     }
     conclude(&socket, ack, &io, &hub, event, result, ctx).await;
+}
+
+/// Accepting (or rejoining) a group call takes current membership: the
+/// directory is asked now, not when the call rang, so a member removed since
+/// cannot get back in. A refusal is `not_found`, like a call that is not
+/// yours.
+async fn still_member(hub: &Hub, call: CallId, user: &UserId) -> Result<(), Refusal> {
+    let Some(group) = hub.with_calls(|calls| calls.group_of(call)) else {
+        return Ok(());
+    };
+    let member = hub
+        .store
+        .group(&group)
+        .await
+        .map_err(ClientError::from)?
+        .is_some_and(|g| g.has_member(user));
+    if member {
+        Ok(())
+    } else {
+        tracing::warn!(user_id = %user, event = events::ACCEPT_VIDEO_CALL, reason = "no_longer_a_member", "forbidden attempt");
+        Err(ErrorCode::NotFound.into())
+    }
 }
 
 /// `acceptVideoCall({callId? | roomName?})`.

@@ -136,6 +136,7 @@ impl Hub {
     /// values). Connection counts and live calls are kept.
     pub fn apply_policy(&self, policy: &crate::policy::Policy) {
         self.limits.replace(&policy.rate_limits, policy.connections);
+        self.limits.set_groups(policy.groups);
         self.with_calls(|calls| calls.set_policy(policy.calls.clone()));
     }
 }

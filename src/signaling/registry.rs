@@ -1006,6 +1006,44 @@ impl Registry {
         }
     }
 
+    /// The group of a live group call; `None` for a direct or unknown call.
+    pub fn group_of(&self, id: CallId) -> Option<GroupId> {
+        match &self.calls.get(&id)?.target {
+            CallTarget::Group { group, .. } => Some(group.clone()),
+            CallTarget::Direct { .. } => None,
+        }
+    }
+
+    /// `user` is no longer a member of `group`: if they are in its live call
+    /// they leave it (the others get `groupCallParticipantLeft`), and their
+    /// own devices get `videoCallEnded` (ringing or in the call). Accepting
+    /// or rejoining it afterwards is refused by the accept rule, which asks
+    /// the directory for current membership.
+    pub fn member_removed(&mut self, group: &GroupId, user: &UserId) -> Outcome {
+        let Some(&id) = self.by_group.get(group) else {
+            return Outcome::default();
+        };
+        let Some(call) = self.calls.get(&id) else {
+            return Outcome::default();
+        };
+        if !call.involves(user) {
+            return Outcome::default();
+        }
+        let notice = Emit {
+            to: To::User(user.clone()),
+            event: events::VIDEO_CALL_ENDED,
+            payload: ended(call, Reason::Ended),
+        };
+        let in_call = call.participants().contains(user);
+        let mut out = if in_call {
+            self.leave_group(id, user)
+        } else {
+            Outcome::default()
+        };
+        out.emits.push(notice);
+        out
+    }
+
     /// A socket of `user` connected: their epoch moves on (pending grace
     /// timers stand down) and their live calls are returned for
     /// `activeVideoCalls`.

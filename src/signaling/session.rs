@@ -105,6 +105,10 @@ fn presented_token<'a>(
 /// The client address of a socket's opening request.
 fn socket_ip(socket: &SocketRef, hub: &Hub) -> IpAddr {
     let parts = socket.req_parts();
+    // Set by the transport gate, which drops the forwarding headers.
+    if let Some(addr) = parts.extensions.get::<crate::http::client_ip::ClientAddr>() {
+        return addr.0;
+    }
     let peer = parts
         .extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
@@ -148,7 +152,7 @@ async fn admit_socket(
 ) -> Result<(), ConnectError> {
     let auth = auth.ok();
     let ip = socket_ip(&socket, hub);
-    if hub.limits.rates().handshake(ip).is_err() {
+    if hub.limits.rates().handshake(hub.limits.ip_key(ip)).is_err() {
         tracing::warn!(reason = "rate_limited", %ip, "handshake refused");
         return Err(ConnectError::RateLimited);
     }
@@ -186,7 +190,7 @@ async fn admit_socket(
     let slot = hub
         .limits
         .connections
-        .acquire(&user.id, ip, &hub.limits.caps())
+        .acquire(&user.id, hub.limits.ip_key(ip), &hub.limits.caps())
         .map_err(|cap| {
             tracing::warn!(reason = "connection_cap", cap = cap.as_str(), user_id = %user.id, %ip, "handshake refused");
             ConnectError::TooManyConnections
@@ -367,4 +371,49 @@ pub fn current(socket: &SocketRef) -> Result<Arc<Session>, ClientError> {
         return Err(ClientError::new(ErrorCode::TokenExpired));
     }
     Ok(session)
+}
+
+/// Most user ids asked of the directory in one query by [`spawn_recheck`].
+const RECHECK_CHUNK: usize = 500;
+
+/// Every `period`, disconnects the live sockets whose user the directory no
+/// longer knows (a deleted account), so a deleted user loses access within
+/// `period` plus one directory round trip, not when their token expires.
+/// Stops when the server closes. A directory that fails is retried at the
+/// next tick, and nobody is disconnected for it.
+pub fn spawn_recheck(io: SocketIo, store: crate::store::Store, period: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(ns) = rooms::namespace(&io) else {
+                break;
+            };
+            let mut by_user: std::collections::HashMap<UserId, Vec<SocketRef>> =
+                std::collections::HashMap::new();
+            for socket in ns.sockets() {
+                if let Some(s) = of(&socket) {
+                    by_user.entry(s.user_id.clone()).or_default().push(socket);
+                }
+            }
+            let users: Vec<UserId> = by_user.keys().cloned().collect();
+            for chunk in users.chunks(RECHECK_CHUNK) {
+                let existing = match store.existing_users(chunk).await {
+                    Ok(ids) => ids.into_iter().collect::<std::collections::HashSet<_>>(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "session recheck: directory failed; retrying next time");
+                        break;
+                    }
+                };
+                for gone in chunk.iter().filter(|u| !existing.contains(*u)) {
+                    for socket in by_user.remove(gone).unwrap_or_default() {
+                        let _ = socket.disconnect();
+                    }
+                    tracing::info!(user_id = %gone, "user no longer in the directory: sockets disconnected");
+                }
+            }
+        }
+    });
 }

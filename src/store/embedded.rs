@@ -225,4 +225,33 @@ impl EmbeddedStore {
         }
         Ok(removed)
     }
+
+    pub(crate) async fn set_owner(&self, group: &GroupId, owner: &UserId) -> StoreResult<bool> {
+        let mut dir = self.inner.write().map_err(poisoned)?;
+        let g = dir.groups.get_mut(group).ok_or(StoreError::GroupNotFound)?;
+        if !g.has_member(owner) {
+            return Ok(false);
+        }
+        g.owner = Some(owner.clone());
+        Ok(true)
+    }
+
+    /// Deletes a user from the directory (what an operator or the chat app
+    /// does to an account; callgate's API has no route for it). Their group
+    /// memberships stay, as in a MongoDB directory whose users document was
+    /// deleted; every rule treats a member the directory does not know as
+    /// gone. `false` if there was no such user.
+    ///
+    /// # Errors
+    /// A poisoned lock.
+    pub fn delete_user(&self, id: &UserId) -> StoreResult<bool> {
+        let mut dir = self.inner.write().map_err(poisoned)?;
+        match dir.users.remove(id) {
+            Some((user, _)) => {
+                dir.by_username.remove(&user.username);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }

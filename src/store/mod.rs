@@ -209,6 +209,14 @@ impl Store {
         delegate!(self.add_member(group, user))
     }
 
+    /// Makes `owner` the group's owner; `false` if they are not a member.
+    ///
+    /// # Errors
+    /// [`StoreError::GroupNotFound`], [`StoreError::Unavailable`].
+    pub async fn set_owner(&self, group: &GroupId, owner: &UserId) -> StoreResult<bool> {
+        delegate!(self.set_owner(group, owner))
+    }
+
     /// Removes `user` from the group; `false` if not a member.
     ///
     /// # Errors

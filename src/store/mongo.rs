@@ -727,6 +727,35 @@ impl MongoStore {
         }
         Ok(result.modified_count > 0)
     }
+
+    /// Makes `owner` the group's owner if they are a member; `false` if not.
+    pub(crate) async fn set_owner(&self, group: &GroupId, owner: &UserId) -> StoreResult<bool> {
+        let mut filter = id_filter("_id", group.as_str());
+        filter.insert(
+            self.fields.members.as_str(),
+            doc! { "$in": id_forms(owner.as_str()) },
+        );
+        let update = doc! { "$set": { self.fields.owner.as_str(): stored_id(owner.as_str()) } };
+        let result = self
+            .groups
+            .update_one(filter, update)
+            .await
+            .map_err(|e| unavailable("owner change", &e))?;
+        if result.matched_count > 0 {
+            return Ok(true);
+        }
+        let exists = self
+            .groups
+            .find_one(id_filter("_id", group.as_str()))
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(|e| unavailable("group lookup", &e))?;
+        if exists.is_some() {
+            Ok(false)
+        } else {
+            Err(StoreError::GroupNotFound)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -247,6 +247,8 @@ pub fn relax_limits(policy: &mut Policy) {
     r.call_control = lots;
     r.rooms = lots;
     r.handshake_per_ip = lots;
+    r.session_open_per_ip = lots;
+    r.group_changes = lots;
     r.login_per_ip = lots;
     r.login_per_username = lots;
     r.register_per_ip = lots;

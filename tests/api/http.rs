@@ -203,6 +203,8 @@ async fn groups_are_created_listed_and_shown_to_members_only() {
     let alice = server.seed_user("alice").await;
     let bob = server.seed_user("bob").await;
     let eve = server.seed_user("eve").await;
+    // Only co-members can be added: alice and bob already share a group.
+    server.seed_group("Known", &alice, &[&bob]).await;
     let (status, group) = server
         .post(
             "/groups",
@@ -217,7 +219,7 @@ async fn groups_are_created_listed_and_shown_to_members_only() {
 
     let (status, list) = server.get("/groups", Some(&server.token(&bob))).await;
     assert_eq!(status, 200);
-    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
     let (status, _) = server
         .get(&format!("/groups/{id}"), Some(&server.token(&bob)))
         .await;
@@ -265,6 +267,8 @@ async fn only_the_owner_adds_members_and_only_owner_or_self_removes() {
     let bob = server.seed_user("bob").await;
     let carol = server.seed_user("carol").await;
     let group = server.seed_group("Team", &alice, &[&bob]).await;
+    // Only co-members can be added: alice and carol share another group.
+    server.seed_group("Known", &alice, &[&carol]).await;
     let members = format!("/groups/{}/members", group.id);
 
     let (status, body) = server
@@ -338,6 +342,7 @@ async fn a_membership_change_reaches_live_sockets_at_once() {
     let alice = server.seed_user("alice").await;
     let bob = server.seed_user("bob").await;
     let group = server.seed_group("Team", &alice, &[]).await;
+    server.seed_group("Known", &alice, &[&bob]).await;
     let _alice_socket = server.connect(&alice).await;
     let _bob_phone = server.connect(&bob).await;
     let _bob_laptop = server.connect(&bob).await;

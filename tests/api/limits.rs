@@ -355,7 +355,11 @@ async fn limiter_keys_are_forgotten_after_the_refill_window() {
     let limiters = RateLimiters::new(&policy.rate_limits);
     for i in 0..100_000u32 {
         let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-        assert!(limiters.login(ip, None).is_ok());
+        assert!(
+            limiters
+                .login(callgate::limits::IpKey::new(ip, 64), None)
+                .is_ok()
+        );
     }
     assert_eq!(limiters.len(), 100_000);
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -12,6 +12,7 @@
 mod attacks;
 mod calls;
 mod docs;
+mod edges;
 mod handshake;
 mod helpers;
 mod http;

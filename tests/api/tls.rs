@@ -1172,3 +1172,167 @@ async fn a_plain_server_has_no_tls_reloader() {
     let app = App::build(test_config(), policy).await.expect("builds");
     assert!(app.tls_reloader().is_none());
 }
+
+// ---------------------------------------------------------------------------
+// HTTP/2 connection bounds (issue 14, finding 7)
+// ---------------------------------------------------------------------------
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("len").to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// One GET /healthz over h2 (a hand-built HEADERS frame: indexed :method GET
+/// and :scheme https, literal :path and :authority), answering the server's
+/// SETTINGS and PINGs like a live browser. Returns whether the response
+/// came, and how long after it the server closed the connection (`None`:
+/// still open after `give_up`).
+fn h2_request_then_idle(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    give_up: Duration,
+) -> (bool, Option<Duration>, u32) {
+    use std::io::{Read, Write};
+    let (seen, mut tls) = handshake_blocking(addr, config).expect("handshake");
+    assert_eq!(seen.alpn.as_deref(), Some(b"h2".as_slice()));
+    tls.sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let mut block = vec![0x82, 0x87, 0x44, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x41, 9]);
+    block.extend_from_slice(b"localhost");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(4, 0, 0, &[]));
+    hello.extend(h2_frame(1, 0x5, 1, &block));
+    tls.write_all(&hello).expect("request");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut responded: Option<Instant> = None;
+    let mut pings = 0;
+    let start = Instant::now();
+    loop {
+        if start.elapsed() > give_up {
+            return (responded.is_some(), None, pings);
+        }
+        match tls.read(&mut chunk) {
+            Ok(0) => return (responded.is_some(), responded.map(|t| t.elapsed()), pings),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (responded.is_some(), responded.map(|t| t.elapsed()), pings),
+        }
+        while buf.len() >= 9 {
+            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let payload = buf[9..9 + len].to_vec();
+            buf.drain(..9 + len);
+            match (kind, flags & 1) {
+                (1, _) if responded.is_none() => responded = Some(Instant::now()),
+                (4, 0) => tls
+                    .write_all(&h2_frame(4, 1, 0, &[]))
+                    .expect("settings ack"),
+                (6, 0) => {
+                    pings += 1;
+                    tls.write_all(&h2_frame(6, 1, 0, &payload))
+                        .expect("ping ack");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_even_while_it_answers_pings() {
+    let ca = TestCa::new();
+    let files = CertFiles::new(&ca.leaf());
+    let tls = files.tls();
+    let server = ReloadableServer::spawn_with(move |c| {
+        tls(c);
+        c.socketio.ping_interval_secs = 1;
+        c.server.idle_timeout_secs = 2;
+        c.server.http2_keep_alive_interval_secs = 1;
+        c.server.http2_keep_alive_timeout_secs = 5;
+    })
+    .await;
+    let config = client_config(&ca, rustls::ALL_VERSIONS, &[b"h2"]);
+    let addr = server.addr;
+    let (responded, closed_after, pings) = tokio::task::spawn_blocking(move || {
+        h2_request_then_idle(addr, config, Duration::from_secs(15))
+    })
+    .await
+    .expect("join");
+    assert!(responded, "the request was answered");
+    let closed_after = closed_after.expect("the idle connection was closed");
+    assert!(
+        closed_after >= Duration::from_millis(1500) && closed_after < Duration::from_secs(8),
+        "closed {closed_after:?} after its only request"
+    );
+    assert!(
+        pings >= 1,
+        "keep-alive PINGs were sent ({pings}) and answered"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_peer_that_stops_answering_pings_is_dropped() {
+    let ca = TestCa::new();
+    let files = CertFiles::new(&ca.leaf());
+    let tls = files.tls();
+    let server = ReloadableServer::spawn_with(move |c| {
+        tls(c);
+        c.server.idle_timeout_secs = 600;
+        c.server.http2_keep_alive_interval_secs = 1;
+        c.server.http2_keep_alive_timeout_secs = 1;
+    })
+    .await;
+    let config = client_config(&ca, rustls::ALL_VERSIONS, &[b"h2"]);
+    let addr = server.addr;
+    // Opens h2 with a request whose stream stays open (no END_STREAM) and
+    // then never reads or answers again.
+    let closed = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let (_, mut tls) = handshake_blocking(addr, config).expect("handshake");
+        let mut block = vec![0x83, 0x87, 0x44, 8]; // :method POST
+        block.extend_from_slice(b"/healthz");
+        block.extend_from_slice(&[0x41, 9]);
+        block.extend_from_slice(b"localhost");
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend(h2_frame(4, 0, 0, &[]));
+        hello.extend(h2_frame(1, 0x4, 1, &block));
+        tls.write_all(&hello).expect("request");
+        tls.sock
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let start = Instant::now();
+        let mut chunk = [0u8; 4096];
+        // Reads only to see the close; PINGs go unanswered.
+        while start.elapsed() < Duration::from_secs(12) {
+            match tls.read(&mut chunk) {
+                Ok(0) => return Some(start.elapsed()),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Some(start.elapsed()),
+            }
+        }
+        None
+    })
+    .await
+    .expect("join");
+    let closed = closed.expect("a peer that does not answer PINGs is dropped");
+    assert!(closed < Duration::from_secs(8), "{closed:?}");
+}

@@ -26,6 +26,30 @@ test("the websocket transport alone connects too", async () => {
   socket.disconnect();
 });
 
+// Issue 14, finding 4: the path without its trailing slash is the same
+// transport, with the same checks, on both transports.
+for (const transports of [["polling"], ["websocket"]]) {
+  test(`path "/socket.io" without the trailing slash connects over ${transports[0]}`, async () => {
+    const session = await login(server.url, USERS.alice);
+    const socket = connect(server.url, session.token, { path: "/socket.io", addTrailingSlash: false, transports });
+    await connected(socket);
+    assert.equal((await ask(socket, "userOnline", USERS.alice.id)).ok, true);
+    socket.disconnect();
+  });
+
+  test(`a foreign Origin is refused on "/socket.io" without the slash over ${transports[0]}`, async () => {
+    const session = await login(server.url, USERS.alice);
+    const socket = connect(server.url, session.token, {
+      path: "/socket.io",
+      addTrailingSlash: false,
+      transports,
+      extraHeaders: { Origin: "https://evil.example" },
+    });
+    await assert.rejects(connected(socket));
+    socket.disconnect();
+  });
+}
+
 for (const [name, token, code] of [
   ["a forged signature", () => signJwt(claims(USERS.alice), { secret: "someone-elses-secret-someone-elses-secret" }), "unauthorized"],
   ["alg none", () => signJwt(claims(USERS.alice), { alg: "none" }), "unauthorized"],
