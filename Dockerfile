@@ -29,11 +29,13 @@ RUN mkdir -p src benches \
  && cargo build --release --locked --bin callgate \
  && rm -rf src
 
-# 2. The crate. The policy file is compiled in (include_str!) as the built-in
-#    default. COPY keeps the files' mtimes, which may be older than the stub
-#    build: touch them so cargo rebuilds the crate, not just the dependencies.
+# 2. The crate. The policy file and the demo page (demo/web) are compiled in
+#    (include_str!). COPY keeps the files' mtimes, which may be older than the
+#    stub build: touch them so cargo rebuilds the crate, not just the
+#    dependencies.
 COPY src ./src
 COPY policies ./policies
+COPY demo/web ./demo/web
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin callgate
 

@@ -14,8 +14,9 @@ use socketioxide::{SocketIo, TransportType};
 use tokio::net::TcpListener;
 
 use crate::auth::{PasswordHasher, TokenKeys, password};
-use crate::config::{Config, Problems, StoreKind, Transport};
+use crate::config::{Config, Environment, Problems, StoreKind, Transport};
 use crate::http::client_ip::TrustedProxies;
+use crate::http::demo::{DemoAccount, DemoPage};
 use crate::http::{self, ApiState};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -59,6 +60,7 @@ pub struct App {
     keys: Arc<TokenKeys>,
     hub: Arc<Hub>,
     seeded_usernames: Vec<String>,
+    demo: bool,
     shutdown_grace: Duration,
     header_read_timeout: Duration,
     idle_timeout: Duration,
@@ -75,16 +77,23 @@ impl std::fmt::Debug for App {
     }
 }
 
-/// Builds the store named by the config.
+/// Builds the store named by the config. Also returns the seeded usernames,
+/// and the accounts a `"demo": true` seed offers the demo page.
 ///
 /// # Errors
 /// A malformed seed or an unreachable MongoDB.
-pub async fn build_store(config: &Config) -> Result<(Store, Vec<String>), BuildError> {
+pub async fn build_store(
+    config: &Config,
+) -> Result<(Store, Vec<String>, Vec<DemoAccount>), BuildError> {
     match config.store.kind {
         StoreKind::Embedded => {
             let path = config.store.seed.clone();
             if path.as_os_str().is_empty() {
-                return Ok((Store::Embedded(EmbeddedStore::new()), Vec::new()));
+                return Ok((
+                    Store::Embedded(EmbeddedStore::new()),
+                    Vec::new(),
+                    Vec::new(),
+                ));
             }
             let params = password::params(&config.password).map_err(|_| {
                 Problems(vec![crate::config::Problem::new(
@@ -95,6 +104,7 @@ pub async fn build_store(config: &Config) -> Result<(Store, Vec<String>), BuildE
             })?;
             let seed = Seed::load(&path)?;
             let usernames = seed.users.iter().map(|u| u.username.to_string()).collect();
+            let demo_accounts = DemoAccount::from_seed(&seed);
             // Hashing seed passwords costs ~15 ms each: keep it off the runtime threads.
             let store = tokio::task::spawn_blocking(move || {
                 EmbeddedStore::from_seed(seed, |p| password::hash_blocking(&params, p))
@@ -102,13 +112,36 @@ pub async fn build_store(config: &Config) -> Result<(Store, Vec<String>), BuildE
             .await
             .map_err(|_| StoreError::Unavailable("seed loading panicked".into()))?
             .map_err(|_| StoreError::Unavailable("seed password hashing failed".into()))?;
-            Ok((Store::Embedded(store), usernames))
+            Ok((Store::Embedded(store), usernames, demo_accounts))
         }
         StoreKind::Mongodb => Ok((
             Store::Mongo(MongoStore::connect(&config.store.mongodb).await?),
             Vec::new(),
+            Vec::new(),
         )),
     }
+}
+
+/// The `/demo/` routes when `server.demo` turns the page on (by default in
+/// development only), else None: the paths then answer 404 like any unknown
+/// route. One-click accounts are offered in development only (the embedded
+/// store is refused in production anyway; this says it twice).
+fn demo_routes(config: &Config, accounts: Vec<DemoAccount>) -> Option<Router> {
+    if !config.server.demo.enabled(config.environment) {
+        return None;
+    }
+    let accounts = if config.environment == Environment::Development {
+        accounts
+    } else {
+        Vec::new()
+    };
+    // The Jitsi domain, once `[jitsi]` exists in Config, goes here.
+    let jitsi_domain = None;
+    Some(http::demo::router(DemoPage::new(
+        jitsi_domain,
+        &config.socketio.path,
+        accounts,
+    )))
 }
 
 fn transports(config: &[Transport]) -> Vec<TransportType> {
@@ -157,7 +190,7 @@ impl App {
                 "use the defaults",
             )])
         })?;
-        let (store, seeded_usernames) = build_store(&config).await?;
+        let (store, seeded_usernames, demo_accounts) = build_store(&config).await?;
 
         let trusted_proxies = TrustedProxies::parse(&config.server.trusted_proxies)
             .unwrap_or_default()
@@ -220,7 +253,13 @@ impl App {
             limits,
             config.server.max_socketio_header_bytes,
         );
-        let router = http::api_router(api, config.server.body_limit_bytes)
+        let mut router = http::api_router(api, config.server.body_limit_bytes);
+        let demo_routes = demo_routes(&config, demo_accounts);
+        let demo = demo_routes.is_some();
+        if let Some(routes) = demo_routes {
+            router = router.merge(routes);
+        }
+        let router = router
             .layer(sio_layer)
             .layer(axum::middleware::from_fn_with_state(
                 gate,
@@ -240,6 +279,7 @@ impl App {
             keys,
             hub,
             seeded_usernames,
+            demo,
             shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
             idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
@@ -283,6 +323,11 @@ impl App {
     /// Usernames loaded from the seed file.
     pub fn seeded_usernames(&self) -> &[String] {
         &self.seeded_usernames
+    }
+
+    /// Whether `/demo/` is served (`server.demo`).
+    pub fn serves_demo(&self) -> bool {
+        self.demo
     }
 
     /// The TLS certificate handle when `[server.tls]` is set: its
@@ -383,5 +428,97 @@ pub fn load_policy(path: Option<PathBuf>) -> Result<Policy, Problems> {
                 Policy::builtin()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::{DemoSwitch, Overrides};
+    use crate::store::seed::Seed;
+
+    fn config(environment: Environment, demo: DemoSwitch) -> Config {
+        let mut config = Config::load_from(None, &Overrides::default(), &[]).expect("defaults");
+        config.environment = environment;
+        config.server.demo = demo;
+        config
+    }
+
+    fn accounts() -> Vec<DemoAccount> {
+        let seed = Seed::parse(
+            r#"{"demo":true,"users":[{"id":"u1","username":"alice","displayName":"Alice",
+                "password":"alice-demo-pass"}]}"#,
+        )
+        .expect("seed");
+        DemoAccount::from_seed(&seed)
+    }
+
+    async fn status(router: &Router, path: &str) -> StatusCode {
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("answer")
+            .status()
+    }
+
+    #[test]
+    fn production_serves_no_demo_page_unless_it_is_turned_on() {
+        assert!(
+            demo_routes(
+                &config(Environment::Production, DemoSwitch::Auto),
+                accounts()
+            )
+            .is_none()
+        );
+        assert!(
+            demo_routes(
+                &config(Environment::Production, DemoSwitch::Set(false)),
+                accounts()
+            )
+            .is_none()
+        );
+        assert!(
+            demo_routes(
+                &config(Environment::Development, DemoSwitch::Set(false)),
+                accounts()
+            )
+            .is_none()
+        );
+        assert!(
+            demo_routes(
+                &config(Environment::Development, DemoSwitch::Auto),
+                accounts()
+            )
+            .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn demo_accounts_are_never_offered_in_production_even_with_the_page_on() {
+        let prod = demo_routes(
+            &config(Environment::Production, DemoSwitch::Set(true)),
+            accounts(),
+        )
+        .expect("turned on explicitly");
+        assert_eq!(status(&prod, "/demo/").await, StatusCode::OK);
+        assert_eq!(
+            status(&prod, "/demo/accounts.json").await,
+            StatusCode::NOT_FOUND
+        );
+
+        let dev = demo_routes(
+            &config(Environment::Development, DemoSwitch::Auto),
+            accounts(),
+        )
+        .expect("on in development");
+        assert_eq!(status(&dev, "/demo/accounts.json").await, StatusCode::OK);
     }
 }

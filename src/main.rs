@@ -133,6 +133,9 @@ fn serve(args: ServeArgs) -> ExitCode {
                 "seeded users: log in with POST {scheme}://{addr}/auth/login {{\"username\",\"password\"}} (demo passwords are in the seed file)"
             );
         }
+        if app.serves_demo() {
+            tracing::info!("demo page: open {scheme}://{addr}/demo/ in two windows");
+        }
         spawn_reload_on_sighup(&app, policy_path);
         match app.run_until(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

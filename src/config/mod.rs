@@ -85,6 +85,51 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// Built-in TLS (both files, or neither for plain HTTP).
     pub tls: TlsConfig,
+    /// Whether `/demo/` is served.
+    pub demo: DemoSwitch,
+}
+
+/// `server.demo`: `true`, `false`, or `"auto"` (on in development only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoSwitch {
+    /// On in development, off in production.
+    Auto,
+    /// Explicitly on (`true`) or off (`false`).
+    Set(bool),
+}
+
+impl DemoSwitch {
+    /// Whether the demo page is served in `environment`.
+    pub fn enabled(self, environment: Environment) -> bool {
+        match self {
+            Self::Auto => environment == Environment::Development,
+            Self::Set(on) => on,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DemoSwitch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DemoSwitch;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false or \"auto\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<DemoSwitch, E> {
+                Ok(DemoSwitch::Set(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DemoSwitch, E> {
+                match v {
+                    "auto" => Ok(DemoSwitch::Auto),
+                    "true" => Ok(DemoSwitch::Set(true)),
+                    "false" => Ok(DemoSwitch::Set(false)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// `server.forwarded_header`: which header a trusted proxy overwrites.
@@ -954,6 +999,24 @@ mod tests {
             problems.to_string().contains("worker_priority"),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn the_demo_page_is_on_in_development_and_off_in_production_unless_set() {
+        let config = load(&[]).expect("parse");
+        assert_eq!(config.server.demo, DemoSwitch::Auto);
+        assert!(config.server.demo.enabled(Environment::Development));
+        assert!(!config.server.demo.enabled(Environment::Production));
+        for (value, want) in [("true", true), ("false", false), ("\"auto\"", true)] {
+            let config = load(&[("CALLGATE__SERVER__DEMO", value)]).expect("parse");
+            assert_eq!(config.server.demo.enabled(Environment::Development), want);
+        }
+        let on = load(&[("CALLGATE__SERVER__DEMO", "true")]).expect("parse");
+        assert!(on.server.demo.enabled(Environment::Production));
+        let off = load(&[("CALLGATE__SERVER__DEMO", "false")]).expect("parse");
+        assert!(!off.server.demo.enabled(Environment::Development));
+        let problems = load(&[("CALLGATE__SERVER__DEMO", "maybe")]).expect_err("refused");
+        assert!(problems.to_string().contains("server.demo"), "{problems}");
     }
 
     #[test]

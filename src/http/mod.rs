@@ -1,10 +1,13 @@
 //! The HTTP API (axum) and its tower stack.
 //!
 //! Routes: `/auth/register`, `/auth/login`, `/auth/me`, `/groups...`,
-//! `/healthz`, `/readyz`. Every error is `{"error": {"code", "message"}}`.
+//! `/contacts`, `/healthz`, `/readyz`, and the demo page (`/demo/`, see
+//! [`demo`]). Every error is `{"error": {"code", "message"}}`.
 
 pub mod auth;
 pub mod client_ip;
+pub mod contacts;
+pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod groups;
@@ -73,6 +76,7 @@ pub fn api_router(state: ApiState, body_limit: usize) -> Router {
             "/groups/{id}/members/{user_id}",
             delete(groups::remove_member),
         )
+        .route("/contacts", get(contacts::list))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -7,8 +7,9 @@
 //!                 "members": ["6860e2e85547033af89987ba"] } ] }
 //! ```
 //! A user has `password` (plain text, hashed at load; development only) or
-//! `passwordHash` (an argon2id PHC string). Unknown keys are ignored so a seed
-//! can carry notes. A malformed file is reported with its path, the JSON
+//! `passwordHash` (an argon2id PHC string). `"demo": true` at the top marks a
+//! directory made for trying callgate out (see [`Seed::demo`]). Unknown keys
+//! are ignored so a seed can carry notes. A malformed file is reported with its path, the JSON
 //! pointer of the bad value and what is wrong.
 
 use std::collections::HashSet;
@@ -23,6 +24,12 @@ use crate::domain::{DisplayName, GroupId, GroupName, Password, UserId, Username}
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Seed {
+    /// Marks a directory made for trying callgate out (`demo/seed.json`): in
+    /// development the `/demo/` page lists its users with their plain-text
+    /// passwords for one-click login. Absent means false: a seed is never
+    /// shown unless it says so.
+    #[serde(default)]
+    pub demo: bool,
     /// Users.
     #[serde(default)]
     pub users: Vec<SeedUser>,

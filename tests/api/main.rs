@@ -11,6 +11,7 @@
 
 mod attacks;
 mod calls;
+mod demo;
 mod docs;
 mod edges;
 mod handshake;

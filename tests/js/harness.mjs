@@ -24,20 +24,22 @@ export const USERS = {
 export const GROUP = { id: "507f1f77bcf86cd799439011", name: "Project Team" };
 
 /**
- * Starts callgate with the seed above and extra environment; resolves once it
- * listens. Returns { url, stop, logs }.
+ * Starts callgate with the seed above (or the `seed` file given) and extra
+ * environment; resolves once it listens. Returns { url, stop, logs }.
  */
-export async function startServer({ env = {}, args = [] } = {}) {
-  const dir = mkdtempSync(join(tmpdir(), "callgate-js-"));
-  const seed = join(dir, "seed.json");
-  writeFileSync(
-    seed,
-    JSON.stringify({
-      users: Object.values(USERS),
-      groups: [{ id: GROUP.id, name: GROUP.name, owner: USERS.alice.id, members: [USERS.alice.id, USERS.bob.id, USERS.carol.id] }],
-    }),
-  );
-  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--seed", seed, "--policy", join(here, "policy.toml"), ...args], {
+export async function startServer({ env = {}, args = [], seed, listen = "127.0.0.1:0", policy = join(here, "policy.toml") } = {}) {
+  if (!seed) {
+    const dir = mkdtempSync(join(tmpdir(), "callgate-js-"));
+    seed = join(dir, "seed.json");
+    writeFileSync(
+      seed,
+      JSON.stringify({
+        users: Object.values(USERS),
+        groups: [{ id: GROUP.id, name: GROUP.name, owner: USERS.alice.id, members: [USERS.alice.id, USERS.bob.id, USERS.carol.id] }],
+      }),
+    );
+  }
+  const child = spawn(BIN, ["serve", "--listen", listen, "--seed", seed, "--policy", policy, ...args], {
     cwd: ROOT,
     env: { ...process.env, CALLGATE_JWT_SECRET: SECRET, CALLGATE__LOG__FORMAT: "json", RUST_LOG: "debug,socketioxide=warn,engineioxide=warn,hyper=info,h2=info", ...env },
     stdio: ["ignore", "ignore", "pipe"],
@@ -82,9 +84,9 @@ export async function startServer({ env = {}, args = [] } = {}) {
  * Throws if the server's captured log lines hold anything secret: a JWT
  * shape, an argon2 hash, the signing secret or a password.
  */
-export function assertNoSecrets(logs) {
+export function assertNoSecrets(logs, passwords = []) {
   const text = logs.join("\n");
-  const secrets = ["eyJ", "$argon2", SECRET, ...Object.values(USERS).map((u) => u.password)];
+  const secrets = ["eyJ", "$argon2", SECRET, ...Object.values(USERS).map((u) => u.password), ...passwords];
   for (const secret of secrets) {
     if (text.includes(secret)) throw new Error(`server logs contain ${JSON.stringify(secret.slice(0, 8))}...`);
   }

@@ -1,0 +1,61 @@
+//! `GET /contacts`: the people a user can see, namely everyone who shares a
+//! group with them, with their names and whether they are online now. A
+//! frontend needs it to show whom it can call (and the demo page uses it).
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+
+use super::ApiState;
+use super::error::ApiError;
+use super::extract::CurrentUser;
+use crate::domain::{DisplayName, UserId, Username};
+use crate::signaling::calls::is_online;
+
+/// Most contacts one answer lists (the first by id; each is one directory
+/// lookup, so the answer's cost is bounded however large the groups are).
+pub const MAX_CONTACTS: usize = 500;
+
+/// A contact as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactView {
+    id: UserId,
+    username: Username,
+    display_name: DisplayName,
+    /// Whether the user has a connected socket right now.
+    online: bool,
+}
+
+/// `GET /contacts`: members of the caller's groups (not the caller), sorted by
+/// display name, at most [`MAX_CONTACTS`].
+pub async fn list(
+    State(state): State<ApiState>,
+    CurrentUser(me): CurrentUser,
+) -> Result<Json<Vec<ContactView>>, ApiError> {
+    let groups = state.store.groups_of(&me.id).await?;
+    let ids: BTreeSet<UserId> = groups
+        .into_iter()
+        .flat_map(|g| g.members)
+        .filter(|id| *id != me.id)
+        .collect();
+    let mut contacts = Vec::new();
+    for id in ids.into_iter().take(MAX_CONTACTS) {
+        // A member id with no user behind it (deleted elsewhere) is skipped.
+        if let Some(user) = state.store.user(&id).await? {
+            contacts.push(ContactView {
+                online: is_online(&state.io, &user.id),
+                id: user.id,
+                username: user.username,
+                display_name: user.display_name,
+            });
+        }
+    }
+    contacts.sort_by(|a, b| {
+        (a.display_name.as_str(), a.username.as_str())
+            .cmp(&(b.display_name.as_str(), b.username.as_str()))
+    });
+    Ok(Json(contacts))
+}
