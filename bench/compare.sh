@@ -24,7 +24,10 @@ usage: bash bench/compare.sh [--quick] [options]
   --profile release|debug build profile (default release; debug only for smoke runs)
   --callgate-bin PATH     use this callgate binary instead of building one
   --rounds N              rounds per server (default 5)
-  --servers LIST          any of callgate,node,relay (default all three)
+  --servers LIST          any of callgate,callgate-mongo,node,relay (default
+                          callgate,node,relay); callgate-mongo is callgate on the
+                          MongoDB store: CALLGATE_BENCH_MONGODB_URI, else a
+                          SecantusDB it starts (the one scripts/test installs)
   --connections A,B       idle socket stages (default 5000,10000)
   --rates LIST            fixed call rates, calls/s (default 1000,2000)
   --steps LIST            throughput steps for the knee
@@ -162,6 +165,35 @@ echo "==> seed: $users users sharing one argon2id hash"
 CALLGATE_JWT_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
 export CALLGATE_JWT_SECRET
 
+# callgate-mongo: a MongoDB for the directory. A real mongod in
+# CALLGATE_BENCH_MONGODB_URI, else SecantusDB (installed by scripts/test under
+# target/; GPL-2.0, a separate process) on a free port, in memory. It runs
+# unpinned: on 2 cores there is no third CPU to give it. Its CPU is not in the
+# server's figures but is in "other processes' CPU".
+mongo_uri="" mongo_db="" mongo_python="" mongo_pid=""
+if [[ ",$servers," == *,callgate-mongo,* ]]; then
+  venv="$root/target/secantusdb-0.7.0b3"
+  if [[ ! -x $venv/bin/python ]]; then
+    python3 -m venv "$venv" && "$venv/bin/pip" install --quiet "SecantusDB==0.7.0b3" pymongo
+  fi
+  mongo_python="$venv/bin/python"
+  if [[ -n ${CALLGATE_BENCH_MONGODB_URI:-} ]]; then
+    mongo_uri=$CALLGATE_BENCH_MONGODB_URI
+  else
+    mongo_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # Its own session at the same raised priority as the server, unpinned.
+    launch "" "$venv/bin/secantusd-py" --host 127.0.0.1 --port "$mongo_port" --storage-path :memory: --standalone \
+      >"$out/secantusdb.log" 2>&1
+    mongo_pid=$launched_pid
+    for _ in $(seq 200); do
+      python3 -c "import socket; socket.create_connection(('127.0.0.1', $mongo_port), 0.2)" 2>/dev/null && break
+      sleep 0.1
+    done
+    mongo_uri="mongodb://127.0.0.1:$mongo_port/?directConnection=true"
+    echo "==> SecantusDB 0.7.0b3 on 127.0.0.1:$mongo_port for callgate-mongo"
+  fi
+fi
+
 server_pid=""
 loadgen_pid=""
 stop_server() {
@@ -178,11 +210,18 @@ stop_server() {
 cleanup() {
   [[ -z $loadgen_pid ]] || kill -TERM "$loadgen_pid" 2>/dev/null || true
   stop_server
+  if [[ -n $mongo_pid ]]; then
+    kill -TERM "$mongo_pid" 2>/dev/null || true
+    wait "$mongo_pid" 2>/dev/null || true
+  fi
 }
 trap cleanup EXIT
 
 port_of() {
-  case "$1" in callgate) echo $((base_port + 1)) ;; node) echo $((base_port + 2)) ;; relay) echo $((base_port + 3)) ;; esac
+  case "$1" in
+    callgate) echo $((base_port + 1)) ;; node) echo $((base_port + 2)) ;; relay) echo $((base_port + 3)) ;;
+    callgate-mongo) echo $((base_port + 4)) ;;
+  esac
 }
 
 # Starts server $1 on its port, logging to $2; sets server_pid once /healthz answers.
@@ -193,6 +232,14 @@ start_server() {
     callgate)
       launch "$server_cpus" env RUST_LOG=warn "$callgate_bin" --listen "127.0.0.1:$port" \
         --seed "$seed" --policy "$bench_dir/policy.toml" >"$log" 2>&1
+      ;;
+    callgate-mongo)
+      # The same binary and policy; users come from MongoDB (loaded per round
+      # by run_round), not from --seed.
+      launch "$server_cpus" env RUST_LOG=warn CALLGATE__STORE__KIND=mongodb \
+        CALLGATE_MONGODB_URI="$mongo_uri" CALLGATE__STORE__MONGODB__DATABASE="$mongo_db" \
+        CALLGATE__STORE__MONGODB__CREATE_INDEXES=false \
+        "$callgate_bin" --listen "127.0.0.1:$port" --policy "$bench_dir/policy.toml" >"$log" 2>&1
       ;;
     node)
       launch "$server_cpus" node "$bench_dir/node-reference/server.js" --listen "127.0.0.1:$port" \
@@ -225,7 +272,14 @@ run_round() {
   port=$(port_of "$name")
   [[ $name == relay ]] && storm=0 # the relay has no login route
   tag="$name-r$round-a$attempt"
+  if [[ $name == callgate-mongo ]]; then
+    mongo_db="callgate_bench_r${round}a${attempt}"
+    "$mongo_python" "$bench_dir/mongo-seed.py" load "$mongo_uri" "$mongo_db" "$seed"
+  fi
   start_server "$name" "$out/$tag.server.log"
+  if [[ $name == callgate-mongo ]]; then
+    "$mongo_python" "$bench_dir/mongo-seed.py" counters "$mongo_uri" >"$out/$tag.mongo-before.json"
+  fi
   launch "$loadgen_cpus" "$loadgen" run --addr "127.0.0.1:$port" --target "$name" --round "$round" \
     --seed "$seed" --password "$password" --server-pid "$server_pid" \
     --connections "$connections" --pairs "$pairs" --rates "$rates" --phase-secs "$phase_secs" \
@@ -235,6 +289,12 @@ run_round() {
   loadgen_pid=$launched_pid
   wait "$loadgen_pid"
   loadgen_pid=""
+  if [[ $name == callgate-mongo ]]; then
+    # Directory round trips of the round: MongoDB's own operation counters.
+    "$mongo_python" "$bench_dir/mongo-seed.py" counters "$mongo_uri" >"$out/$tag.mongo-after.json"
+    echo "MongoDB operations during the round: before $(cat "$out/$tag.mongo-before.json"), after $(cat "$out/$tag.mongo-after.json")" \
+      >>"$out/$tag.table"
+  fi
   stop_server
   cat "$out/$tag.table"
   tail -n 1 "$results" | grep -q '"discard":\[\]'

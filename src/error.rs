@@ -47,6 +47,12 @@ pub enum ErrorCode {
     ServerBusy,
     /// Body too large.
     PayloadTooLarge,
+    /// The directory (users and groups) did not answer in time; retry later.
+    /// Socket.IO acks, `videoCallFailed` and `error` carry this code.
+    Unavailable,
+    /// HTTP's name for [`ErrorCode::Unavailable`] (503 with `Retry-After`):
+    /// it names the dependency for operators reading access logs.
+    StoreUnavailable,
     /// Request headers too large (431).
     HeadersTooLarge,
     /// A policy cap is full (e.g. groups per user).
@@ -75,9 +81,20 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::ServerBusy => "server_busy",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::Unavailable => "unavailable",
+            Self::StoreUnavailable => "store_unavailable",
             Self::HeadersTooLarge => "headers_too_large",
             Self::LimitReached => "limit_reached",
             Self::Internal => "internal",
+        }
+    }
+
+    /// The code as HTTP sends it: [`ErrorCode::Unavailable`] becomes
+    /// `store_unavailable`; every other code is the same on both surfaces.
+    pub fn for_http(self) -> Self {
+        match self {
+            Self::Unavailable => Self::StoreUnavailable,
+            other => other,
         }
     }
 
@@ -100,6 +117,9 @@ impl ErrorCode {
             Self::RateLimited => "too many requests",
             Self::ServerBusy => "the server is busy, try again",
             Self::PayloadTooLarge => "the request is too large",
+            Self::Unavailable | Self::StoreUnavailable => {
+                "the directory is not answering, try again shortly"
+            }
             Self::HeadersTooLarge => "the request headers are too large",
             Self::LimitReached => "a limit of the policy is reached",
             Self::Internal => "internal error",
@@ -158,8 +178,10 @@ impl From<StoreError> for ClientError {
             StoreError::UsernameTaken => Self::new(ErrorCode::UsernameTaken),
             StoreError::GroupNotFound => Self::new(ErrorCode::NotFound),
             StoreError::Unavailable(detail) => {
-                tracing::error!(%detail, "store unavailable");
-                Self::new(ErrorCode::Internal)
+                // A dependency outage, not a bug: a warning, and a code that
+                // tells the client to retry.
+                tracing::warn!(%detail, "store unavailable");
+                Self::new(ErrorCode::Unavailable)
             }
         }
     }

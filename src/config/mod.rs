@@ -271,6 +271,10 @@ pub struct MongoConfig {
     pub create_indexes: bool,
     /// Start-up ping timeout.
     pub connect_timeout_secs: u64,
+    /// Bound on each directory operation while serving.
+    pub query_timeout_ms: u64,
+    /// Bound on the `/readyz` ping.
+    pub readyz_timeout_ms: u64,
 }
 
 /// `[auth]`.
@@ -813,6 +817,20 @@ impl StoreConfig {
             1,
             60,
             WHY_TIMEOUT,
+        );
+        r.range(
+            "store.mongodb.query_timeout_ms",
+            m.query_timeout_ms,
+            100,
+            60_000,
+            "below 100 ms a healthy database times out, above a minute a dead one holds every request",
+        );
+        r.range(
+            "store.mongodb.readyz_timeout_ms",
+            m.readyz_timeout_ms,
+            100,
+            60_000,
+            "a load balancer's health check must get its answer before its own timeout",
         );
     }
 }

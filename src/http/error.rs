@@ -44,13 +44,23 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         ErrorCode::LimitReached => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ServerBusy | ErrorCode::Unavailable | ErrorCode::StoreUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
+/// `Retry-After` of a 503 `store_unavailable`: about the time the MongoDB
+/// driver takes to notice that the database is back (its heartbeat).
+const STORE_RETRY_AFTER: RetryAfter = RetryAfter(std::time::Duration::from_secs(2));
+
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        self.0.code = self.0.code.for_http();
+        if self.0.code == ErrorCode::StoreUnavailable && self.1.is_none() {
+            self.1 = Some(STORE_RETRY_AFTER);
+        }
         let body = Json(json!({ "error": { "code": self.0.code, "message": self.0.message } }));
         let mut response = (status_of(self.0.code), body).into_response();
         if matches!(

@@ -29,7 +29,9 @@ pub async fn metrics(State(state): State<ApiState>) -> impl axum::response::Into
     )
 }
 
-/// 200 when the directory answers a ping, 500 `internal` otherwise.
+/// 200 when the directory answers a ping, 503 `store_unavailable` (with
+/// `Retry-After`) when it does not answer within
+/// `store.mongodb.readyz_timeout_ms`.
 pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await?;
     Ok(Json(json!({ "status": "ready" })))

@@ -365,16 +365,19 @@ async fn initiate_group(
         )
         .into());
     }
-    let mut invitees = Vec::with_capacity(others.len());
-    for id in others {
-        // Members the directory no longer knows are skipped.
-        if let Some(user) = hub.store.user(&id).await.map_err(ClientError::from)? {
-            invitees.push(Party {
-                id: user.id,
-                name: user.display_name,
-            });
-        }
-    }
+    // One round trip for every member (bounded by max_group_invitees);
+    // members the directory no longer knows are skipped.
+    let invitees: Vec<Party> = hub
+        .store
+        .users(&others)
+        .await
+        .map_err(ClientError::from)?
+        .into_iter()
+        .map(|user| Party {
+            id: user.id,
+            name: user.display_name,
+        })
+        .collect();
     hub.with_calls(|calls| {
         calls.initiate_group(
             me_party(&me),

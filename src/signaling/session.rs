@@ -78,9 +78,10 @@ pub enum ConnectError {
     /// A connection cap (per user, per IP, total) is full.
     #[error("too_many_connections")]
     TooManyConnections,
-    /// The directory could not be asked.
-    #[error("internal")]
-    Internal,
+    /// The directory did not answer within `store.mongodb.query_timeout_ms`
+    /// (or failed): try again later, the token is fine.
+    #[error("unavailable")]
+    Unavailable,
 }
 
 /// Seconds since the Unix epoch.
@@ -138,7 +139,7 @@ impl ConnectError {
             Self::TokenExpired => "token_expired",
             Self::RateLimited => "rate_limited",
             Self::TooManyConnections => "too_many_connections",
-            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -177,13 +178,13 @@ async fn admit_socket(
             return Err(ConnectError::Unauthorized);
         }
         Err(e) => {
-            tracing::error!(error = %e, "directory failed during handshake");
-            return Err(ConnectError::Internal);
+            tracing::warn!(error = %e, "handshake refused: directory unavailable");
+            return Err(ConnectError::Unavailable);
         }
     };
     let groups = hub.store.groups_of(&user.id).await.map_err(|e| {
-        tracing::error!(error = %e, "directory failed during handshake");
-        ConnectError::Internal
+        tracing::warn!(error = %e, "handshake refused: directory unavailable");
+        ConnectError::Unavailable
     })?;
 
     let slot = hub

@@ -104,6 +104,19 @@ impl EmbeddedStore {
         Ok(dir.users.get(id).map(|(u, _)| u.clone()))
     }
 
+    pub(crate) async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        let dir = self.inner.read().map_err(poisoned)?;
+        let mut out: Vec<User> = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some((u, _)) = dir.users.get(id)
+                && !out.iter().any(|o| o.id == u.id)
+            {
+                out.push(u.clone());
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn existing_users(&self, ids: &[UserId]) -> StoreResult<Vec<UserId>> {
         let dir = self.inner.read().map_err(poisoned)?;
         Ok(ids

@@ -99,7 +99,8 @@ pub enum StoreError {
     /// The group does not exist.
     #[error("group not found")]
     GroupNotFound,
-    /// The backend failed or did not answer; the detail is for logs only.
+    /// The backend failed or did not answer within its bound; the detail is
+    /// for logs only. Clients get `unavailable` / 503 `store_unavailable`.
     #[error("store unavailable: {0}")]
     Unavailable(String),
 }
@@ -126,7 +127,8 @@ macro_rules! delegate {
 }
 
 impl Store {
-    /// Whether the backend answers.
+    /// Whether the backend answers (within `store.mongodb.readyz_timeout_ms`
+    /// for MongoDB).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when it does not.
@@ -140,6 +142,15 @@ impl Store {
     /// [`StoreError::Unavailable`].
     pub async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
         delegate!(self.user(id))
+    }
+
+    /// The users among `ids` that exist, in the order given, each once (one
+    /// directory round trip).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    pub async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        delegate!(self.users(ids))
     }
 
     /// The ids among `ids` that exist.

@@ -24,8 +24,9 @@
 //! messages are never copied, and the connection string (which may hold
 //! credentials) never appears in an error or a log line.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,10 @@ const DUPLICATE_KEY: i32 = 11000;
 /// Server error codes for "an equivalent index already exists" (under another
 /// name or with other options).
 const INDEX_CONFLICT: [i32; 2] = [85, 86];
+/// How often the driver re-checks the server's health.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Pause between start-up pings.
+const STARTUP_RETRY: Duration = Duration::from_millis(250);
 
 /// Field names, from the configuration.
 #[derive(Debug)]
@@ -70,7 +75,10 @@ pub struct MongoStore {
     users: Collection<Document>,
     groups: Collection<Document>,
     fields: Arc<Fields>,
-    timeout: Duration,
+    /// Bound on each operation while serving (`store.mongodb.query_timeout_ms`).
+    query_timeout: Duration,
+    /// Bound on the readiness ping (`store.mongodb.readyz_timeout_ms`).
+    readyz_timeout: Duration,
 }
 
 impl fmt::Debug for MongoStore {
@@ -186,9 +194,21 @@ fn parse_group_id(value: &Bson) -> Option<GroupId> {
     id_text(value).and_then(|s| GroupId::parse(&s).ok())
 }
 
-/// Collects a cursor, mapping failures to `Unavailable`.
-async fn collect(cursor: mongodb::Cursor<Document>, op: &str) -> StoreResult<Vec<Document>> {
-    cursor.try_collect().await.map_err(|e| unavailable(op, &e))
+/// `fut` within `limit`: a driver error or the deadline becomes
+/// [`StoreError::Unavailable`] naming the operation.
+async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, DriverError>>,
+) -> StoreResult<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(unavailable(what, &e)),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "mongodb {what} timed out after {} ms",
+            limit.as_millis()
+        ))),
+    }
 }
 
 impl MongoStore {
@@ -201,6 +221,7 @@ impl MongoStore {
     /// contains the connection string.
     pub async fn connect(config: &MongoConfig) -> StoreResult<Self> {
         let timeout = Duration::from_secs(config.connect_timeout_secs.max(1));
+        let query_timeout = Duration::from_millis(config.query_timeout_ms.max(1));
         let uri = config.uri.expose_secret();
         if uri.is_empty() {
             return Err(StoreError::Unavailable(
@@ -227,8 +248,14 @@ impl MongoStore {
             }
         };
         options.app_name = Some("callgate".into());
-        options.connect_timeout = Some(timeout);
-        options.server_selection_timeout = Some(timeout);
+        // Every wait inside the driver is bounded by the query timeout, so an
+        // outage turns into an error, never a hang; the outer
+        // `tokio::time::timeout` of each operation is the hard bound.
+        options.connect_timeout = Some(query_timeout.min(timeout));
+        options.server_selection_timeout = Some(query_timeout.min(timeout));
+        // How often the driver re-checks the server: a database that comes
+        // back is noticed within about this long, without a restart.
+        options.heartbeat_freq = Some(HEARTBEAT);
         let client = Client::with_options(options).map_err(|e| {
             StoreError::Unavailable(format!(
                 "mongodb client could not be created: {}",
@@ -248,9 +275,10 @@ impl MongoStore {
                 members: config.members_field.clone(),
                 owner: config.owner_field.clone(),
             }),
-            timeout,
+            query_timeout,
+            readyz_timeout: Duration::from_millis(config.readyz_timeout_ms.max(1)),
         };
-        store.ping().await.map_err(|e| {
+        store.startup_ping(timeout).await.map_err(|e| {
             let StoreError::Unavailable(detail) = e else {
                 return e;
             };
@@ -319,13 +347,42 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Whether the server answers a ping within the configured timeout.
-    pub(crate) async fn ping(&self) -> StoreResult<()> {
-        match tokio::time::timeout(self.timeout, self.db.run_command(doc! { "ping": 1 })).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(unavailable("ping", &e)),
-            Err(_) => Err(StoreError::Unavailable("mongodb ping timed out".into())),
+    /// Pings until the server answers or `within` has passed (server
+    /// selection gives up after the query timeout, so this retries).
+    async fn startup_ping(&self, within: Duration) -> StoreResult<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = bounded("ping", left.min(self.query_timeout), async {
+                self.db.run_command(doc! { "ping": 1 }).await
+            })
+            .await;
+            match attempt {
+                Ok(_) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() + STARTUP_RETRY >= deadline => {
+                    return Err(e);
+                }
+                Err(_) => tokio::time::sleep(STARTUP_RETRY).await,
+            }
         }
+    }
+
+    /// Whether the server answers a ping within `store.mongodb.readyz_timeout_ms`.
+    pub(crate) async fn ping(&self) -> StoreResult<()> {
+        bounded("ping", self.readyz_timeout, async {
+            self.db.run_command(doc! { "ping": 1 }).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Runs one directory operation within the query timeout.
+    async fn op<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, DriverError>>,
+    ) -> StoreResult<T> {
+        bounded(what, self.query_timeout, fut).await
     }
 
     /// Only the fields a [`User`] is built from (never the password hash).
@@ -434,32 +491,44 @@ impl MongoStore {
     /// The user with this id.
     pub(crate) async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
         let found = self
-            .users
-            .find_one(id_filter("_id", id.as_str()))
-            .projection(self.user_projection())
-            .await
-            .map_err(|e| unavailable("user lookup", &e))?;
+            .op("user lookup", async {
+                self.users
+                    .find_one(id_filter("_id", id.as_str()))
+                    .projection(self.user_projection())
+                    .await
+            })
+            .await?;
         Ok(found.as_ref().and_then(|d| self.to_user(d)))
     }
 
-    /// The ids among `ids` that exist (as users that parse), in the order given.
-    pub(crate) async fn existing_users(&self, ids: &[UserId]) -> StoreResult<Vec<UserId>> {
+    /// The users among `ids` that exist (and parse), in the order given, each
+    /// once: one round trip whatever the number of ids.
+    pub(crate) async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let forms: Vec<Bson> = ids.iter().flat_map(|id| id_forms(id.as_str())).collect();
-        let cursor = self
-            .users
-            .find(doc! { "_id": { "$in": forms } })
-            .projection(self.user_projection())
-            .await
-            .map_err(|e| unavailable("users lookup", &e))?;
-        let found: HashSet<UserId> = collect(cursor, "users lookup")
-            .await?
+        let docs: Vec<Document> = self
+            .op("users lookup", async {
+                self.users
+                    .find(doc! { "_id": { "$in": forms } })
+                    .projection(self.user_projection())
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        let mut found: HashMap<UserId, User> = docs
             .iter()
             .filter_map(|d| self.to_user(d))
-            .map(|u| u.id)
+            .map(|u| (u.id.clone(), u))
             .collect();
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    /// The ids among `ids` that exist (as users that parse), in the order given.
+    pub(crate) async fn existing_users(&self, ids: &[UserId]) -> StoreResult<Vec<UserId>> {
+        let found: HashSet<UserId> = self.users(ids).await?.into_iter().map(|u| u.id).collect();
         Ok(ids
             .iter()
             .filter(|id| found.contains(*id))
@@ -474,16 +543,18 @@ impl MongoStore {
     ) -> StoreResult<Option<Credentials>> {
         let f = &self.fields;
         let found = self
-            .users
-            .find_one(doc! { f.username.as_str(): username.as_str() })
-            .projection(doc! {
-                "_id": 1,
-                f.username.as_str(): 1,
-                f.display_name.as_str(): 1,
-                f.password_hash.as_str(): 1,
+            .op("credentials lookup", async {
+                self.users
+                    .find_one(doc! { f.username.as_str(): username.as_str() })
+                    .projection(doc! {
+                        "_id": 1,
+                        f.username.as_str(): 1,
+                        f.display_name.as_str(): 1,
+                        f.password_hash.as_str(): 1,
+                    })
+                    .await
             })
-            .await
-            .map_err(|e| unavailable("credentials lookup", &e))?;
+            .await?;
         let Some(d) = found else { return Ok(None) };
         let Some(user) = self.to_user(&d) else {
             return Ok(None);
@@ -507,11 +578,13 @@ impl MongoStore {
         let f = &self.fields;
         // The unique index may be disabled (schema owned elsewhere): check first.
         let taken = self
-            .users
-            .find_one(doc! { f.username.as_str(): new.username.as_str() })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(|e| unavailable("username check", &e))?;
+            .op("username check", async {
+                self.users
+                    .find_one(doc! { f.username.as_str(): new.username.as_str() })
+                    .projection(doc! { "_id": 1 })
+                    .await
+            })
+            .await?;
         if taken.is_some() {
             return Err(StoreError::UsernameTaken);
         }
@@ -524,26 +597,39 @@ impl MongoStore {
             f.display_name.as_str(): new.display_name.as_str(),
             f.password_hash.as_str(): new.password_hash.as_str(),
         };
-        match self.users.insert_one(record).await {
-            Ok(_) => Ok(User {
-                id,
-                username: new.username,
-                display_name: new.display_name,
-            }),
-            Err(e) if server_code(&e) == Some(DUPLICATE_KEY) => Err(StoreError::UsernameTaken),
-            Err(e) => Err(unavailable("user insert", &e)),
+        // The duplicate-key answer is a result, not a failure: keep it apart
+        // from the driver error that `op` maps to `Unavailable`.
+        let inserted = self
+            .op("user insert", async {
+                match self.users.insert_one(record).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if server_code(&e) == Some(DUPLICATE_KEY) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if !inserted {
+            return Err(StoreError::UsernameTaken);
         }
+        Ok(User {
+            id,
+            username: new.username,
+            display_name: new.display_name,
+        })
     }
 
     /// The groups `user` is a member of, ordered by group id.
     pub(crate) async fn groups_of(&self, user: &UserId) -> StoreResult<Vec<Group>> {
-        let cursor = self
-            .groups
-            .find(id_filter(&self.fields.members, user.as_str()))
-            .await
-            .map_err(|e| unavailable("groups lookup", &e))?;
-        let mut groups: Vec<Group> = collect(cursor, "groups lookup")
-            .await?
+        let docs: Vec<Document> = self
+            .op("groups lookup", async {
+                self.groups
+                    .find(id_filter(&self.fields.members, user.as_str()))
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        let mut groups: Vec<Group> = docs
             .iter()
             .filter_map(|d| self.to_group(d))
             .filter(|g| g.has_member(user))
@@ -556,10 +642,10 @@ impl MongoStore {
     /// The group with this id.
     pub(crate) async fn group(&self, id: &GroupId) -> StoreResult<Option<Group>> {
         let found = self
-            .groups
-            .find_one(id_filter("_id", id.as_str()))
-            .await
-            .map_err(|e| unavailable("group lookup", &e))?;
+            .op("group lookup", async {
+                self.groups.find_one(id_filter("_id", id.as_str())).await
+            })
+            .await?;
         Ok(found.as_ref().and_then(|d| self.to_group(d)))
     }
 
@@ -577,10 +663,10 @@ impl MongoStore {
             f.owner.as_str(): stored_id(new.owner.as_str()),
             f.members.as_str(): stored_members,
         };
-        self.groups
-            .insert_one(record)
-            .await
-            .map_err(|e| unavailable("group insert", &e))?;
+        self.op("group insert", async {
+            self.groups.insert_one(record).await
+        })
+        .await?;
         Ok(Group {
             id,
             name: new.name,
@@ -597,10 +683,10 @@ impl MongoStore {
         filter.insert(members, doc! { "$nin": id_forms(user.as_str()) });
         let update = doc! { "$addToSet": { members: stored_id(user.as_str()) } };
         let result = self
-            .groups
-            .update_one(filter, update)
-            .await
-            .map_err(|e| unavailable("member add", &e))?;
+            .op("member add", async {
+                self.groups.update_one(filter, update).await
+            })
+            .await?;
         if result.modified_count > 0 {
             return Ok(true);
         }
@@ -609,11 +695,13 @@ impl MongoStore {
         }
         // Nothing matched: either the group is missing or the user is already in it.
         let exists = self
-            .groups
-            .find_one(id_filter("_id", group.as_str()))
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(|e| unavailable("group lookup", &e))?;
+            .op("group lookup", async {
+                self.groups
+                    .find_one(id_filter("_id", group.as_str()))
+                    .projection(doc! { "_id": 1 })
+                    .await
+            })
+            .await?;
         if exists.is_some() {
             Ok(false)
         } else {
@@ -628,10 +716,12 @@ impl MongoStore {
             "$pull": { self.fields.members.as_str(): { "$in": id_forms(user.as_str()) } }
         };
         let result = self
-            .groups
-            .update_one(id_filter("_id", group.as_str()), update)
-            .await
-            .map_err(|e| unavailable("member remove", &e))?;
+            .op("member remove", async {
+                self.groups
+                    .update_one(id_filter("_id", group.as_str()), update)
+                    .await
+            })
+            .await?;
         if result.matched_count == 0 {
             return Err(StoreError::GroupNotFound);
         }

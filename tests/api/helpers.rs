@@ -33,6 +33,8 @@ pub struct TestServer {
     pub io: SocketIo,
     pub hub: Arc<callgate::signaling::Hub>,
     pub http: reqwest::Client,
+    /// The MongoDB database behind `store`, when the server runs on MongoDB.
+    pub mongo: Option<MongoDir>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -41,6 +43,187 @@ impl Drop for TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(mongo) = self.mongo.take() {
+            mongo.drop_database();
+        }
+    }
+}
+
+/// Selects the store every `TestServer::spawn*` runs on: unset or
+/// `embedded` for the embedded store, `mongodb` for MongoDB at
+/// `CALLGATE_TEST_MONGODB_URI` (scripts/test runs the black-box suite both
+/// ways).
+pub const STORE_VAR: &str = "CALLGATE_TEST_STORE";
+/// The MongoDB server for the MongoDB tests (a real mongod or the SecantusDB
+/// scripts/test starts).
+pub const MONGODB_URI_VAR: &str = "CALLGATE_TEST_MONGODB_URI";
+/// `objectid` (default) or `string`: how seeded documents store their ids.
+pub const IDS_VAR: &str = "CALLGATE_TEST_MONGODB_IDS";
+
+/// How a Mongoose-shaped database stores `_id`, `owner` and `members`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdForm {
+    /// `ObjectId`, as Mongoose writes by default.
+    ObjectId,
+    /// Strings (`_id: String` in the schema).
+    String,
+}
+
+/// A fresh MongoDB database for one test server, shaped like a Mongoose
+/// chat app's (`users`, `groups`), dropped when the server is.
+pub struct MongoDir {
+    pub uri: String,
+    pub db: mongodb::Database,
+    pub ids: IdForm,
+}
+
+impl MongoDir {
+    /// A new, randomly named database on `uri`.
+    pub async fn new(uri: &str, ids: IdForm) -> Self {
+        let client = mongodb::Client::with_uri_str(uri)
+            .await
+            .expect("the test MongoDB URI parses");
+        let name = format!("callgate_test_{}", uuid::Uuid::new_v4().simple());
+        let db = client.database(&name);
+        // Mongoose creates `username_1` (unique) itself (`unique: true` in the
+        // schema, autoIndex), so callgate runs with create_indexes = false.
+        db.collection::<mongodb::bson::Document>("users")
+            .create_index(
+                mongodb::IndexModel::builder()
+                    .keys(mongodb::bson::doc! { "username": 1 })
+                    .options(
+                        mongodb::options::IndexOptions::builder()
+                            .unique(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .expect("username index");
+        Self {
+            uri: uri.to_string(),
+            db,
+            ids,
+        }
+    }
+
+    /// The database named by the environment, if the suite runs on MongoDB.
+    pub async fn from_env() -> Option<Self> {
+        match std::env::var(STORE_VAR).as_deref() {
+            Err(_) | Ok("" | "embedded") => return None,
+            Ok("mongodb") => {}
+            Ok(other) => panic!("{STORE_VAR}={other}: use embedded or mongodb"),
+        }
+        let uri = std::env::var(MONGODB_URI_VAR).unwrap_or_else(|_| {
+            panic!("{STORE_VAR}=mongodb needs {MONGODB_URI_VAR} (scripts/test sets both)")
+        });
+        let ids = match std::env::var(IDS_VAR).as_deref() {
+            Err(_) | Ok("" | "objectid") => IdForm::ObjectId,
+            Ok("string") => IdForm::String,
+            Ok(other) => panic!("{IDS_VAR}={other}: use objectid or string"),
+        };
+        Some(Self::new(&uri, ids).await)
+    }
+
+    /// Points `config` at this database, set up as the README says for a
+    /// schema that belongs to the chat app.
+    pub fn configure(&self, config: &mut Config) {
+        config.store.kind = callgate::config::StoreKind::Mongodb;
+        config.store.mongodb.uri = secrecy::SecretString::from(self.uri.clone());
+        config.store.mongodb.database = self.db.name().to_string();
+        config.store.mongodb.create_indexes = false;
+    }
+
+    pub fn users(&self) -> mongodb::Collection<mongodb::bson::Document> {
+        self.db.collection("users")
+    }
+
+    pub fn groups(&self) -> mongodb::Collection<mongodb::bson::Document> {
+        self.db.collection("groups")
+    }
+
+    /// A fresh id in this database's form.
+    pub fn new_id(&self) -> mongodb::bson::Bson {
+        let oid = mongodb::bson::oid::ObjectId::new();
+        match self.ids {
+            IdForm::ObjectId => mongodb::bson::Bson::ObjectId(oid),
+            IdForm::String => mongodb::bson::Bson::String(format!("s-{}", oid.to_hex())),
+        }
+    }
+
+    /// The stored form of an id callgate reports.
+    pub fn stored(&self, id: &str) -> mongodb::bson::Bson {
+        match mongodb::bson::oid::ObjectId::parse_str(id) {
+            Ok(oid) if self.ids == IdForm::ObjectId => mongodb::bson::Bson::ObjectId(oid),
+            _ => mongodb::bson::Bson::String(id.to_string()),
+        }
+    }
+
+    /// Inserts a user as a Mongoose app does; returns its id as callgate
+    /// reports it.
+    pub async fn insert_user(&self, username: &str, display_name: &str, hash: &str) -> String {
+        let id = self.new_id();
+        self.users()
+            .insert_one(mongodb::bson::doc! {
+                "_id": id.clone(),
+                "username": username,
+                "email": format!("{username}@example.test"),
+                "displayName": display_name,
+                "passwordHash": hash,
+                "createdAt": mongodb::bson::DateTime::now(),
+                "__v": 0,
+            })
+            .await
+            .expect("user inserted");
+        id_text(&id)
+    }
+
+    /// Inserts a group as a Mongoose app does; returns its id.
+    pub async fn insert_group(&self, name: &str, owner: &str, members: &[&str]) -> String {
+        let id = self.new_id();
+        let members: Vec<mongodb::bson::Bson> = members.iter().map(|m| self.stored(m)).collect();
+        self.groups()
+            .insert_one(mongodb::bson::doc! {
+                "_id": id.clone(),
+                "name": name,
+                "owner": self.stored(owner),
+                "members": members,
+                "createdAt": mongodb::bson::DateTime::now(),
+                "__v": 0,
+            })
+            .await
+            .expect("group inserted");
+        id_text(&id)
+    }
+
+    /// Drops the database on a thread of its own (`Drop` cannot await, and
+    /// the test's runtime may be shutting down).
+    fn drop_database(self) {
+        let (uri, name) = (self.uri, self.db.name().to_string());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let dropped = async {
+                    let client = mongodb::Client::with_uri_str(&uri).await?;
+                    client.database(&name).drop().await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), dropped).await;
+            });
+        })
+        .join();
+    }
+}
+
+fn id_text(id: &mongodb::bson::Bson) -> String {
+    match id {
+        mongodb::bson::Bson::ObjectId(oid) => oid.to_hex(),
+        mongodb::bson::Bson::String(s) => s.clone(),
+        other => panic!("unexpected id {other:?}"),
     }
 }
 
@@ -100,7 +283,26 @@ impl TestServer {
         tweak: impl FnOnce(&mut Config),
         tweak_policy: impl FnOnce(&mut Policy),
     ) -> Self {
+        let mongo = MongoDir::from_env().await;
+        Self::spawn_on(mongo, tweak, tweak_policy).await
+    }
+
+    /// A server on MongoDB at `uri` (whatever [`STORE_VAR`] says), with its
+    /// own fresh database.
+    pub async fn spawn_on_mongo(uri: &str, ids: IdForm, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mongo = MongoDir::new(uri, ids).await;
+        Self::spawn_on(Some(mongo), tweak, |_| {}).await
+    }
+
+    async fn spawn_on(
+        mongo: Option<MongoDir>,
+        tweak: impl FnOnce(&mut Config),
+        tweak_policy: impl FnOnce(&mut Policy),
+    ) -> Self {
         let mut config = test_config();
+        if let Some(m) = &mongo {
+            m.configure(&mut config);
+        }
         tweak(&mut config);
         let mut policy = Policy::builtin().expect("policy");
         relax_limits(&mut policy);
@@ -120,6 +322,7 @@ impl TestServer {
             io,
             hub,
             http: reqwest::Client::new(),
+            mongo,
             stop: Some(stop),
         }
     }
@@ -128,8 +331,20 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Creates a user with [`PASSWORD`].
+    /// Creates a user with [`PASSWORD`]: through the store on the embedded
+    /// store, as a Mongoose-shaped document written by the chat app on MongoDB.
     pub async fn seed_user(&self, username: &str) -> User {
+        if let Some(m) = &self.mongo {
+            let id = m
+                .insert_user(username, &format!("{username} display"), &password_hash())
+                .await;
+            return self
+                .store
+                .user(&UserId::parse(&id).expect("id"))
+                .await
+                .expect("store answers")
+                .expect("a Mongoose-shaped user reads back");
+        }
         self.store
             .create_user(NewUser {
                 username: Username::parse(username).expect("username"),
@@ -140,8 +355,24 @@ impl TestServer {
             .expect("user created")
     }
 
-    /// Creates a group owned by `owner` with `members`.
+    /// Creates a group owned by `owner` with `members` (a Mongoose-shaped
+    /// document on MongoDB; the owner is listed first, as callgate would).
     pub async fn seed_group(&self, name: &str, owner: &User, members: &[&User]) -> Group {
+        if let Some(m) = &self.mongo {
+            let mut ids: Vec<&str> = vec![owner.id.as_str()];
+            for u in members {
+                if !ids.contains(&u.id.as_str()) {
+                    ids.push(u.id.as_str());
+                }
+            }
+            let id = m.insert_group(name, owner.id.as_str(), &ids).await;
+            return self
+                .store
+                .group(&GroupId::parse(&id).expect("id"))
+                .await
+                .expect("store answers")
+                .expect("a Mongoose-shaped group reads back");
+        }
         self.store
             .create_group(NewGroup {
                 name: GroupName::parse(name).expect("name"),

@@ -18,6 +18,7 @@ mod handshake;
 mod helpers;
 mod http;
 mod limits;
+mod mongo;
 mod observability;
 mod operators;
 mod startup;

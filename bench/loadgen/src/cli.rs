@@ -48,6 +48,8 @@ pub struct GenSeedArgs {
 pub enum Target {
     /// callgate.
     Callgate,
+    /// callgate on the MongoDB store.
+    CallgateMongo,
     /// The Node socket.io reference running the seed's handlers.
     Node,
     /// The bare socketioxide relay.
@@ -59,6 +61,7 @@ impl Target {
     pub fn label(self) -> &'static str {
         match self {
             Self::Callgate => "callgate",
+            Self::CallgateMongo => "callgate-mongo",
             Self::Node => "node",
             Self::Relay => "relay",
         }
