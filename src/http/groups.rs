@@ -175,6 +175,15 @@ pub async fn show(
     Ok(Json(group_for_member(&state, &id, &me.id).await?.into()))
 }
 
+/// `forbidden` with `message` unless `me` owns `group`.
+fn require_owner(group: &Group, me: &UserId, message: &'static str) -> Result<(), ApiError> {
+    if group.owner.as_ref() == Some(me) {
+        Ok(())
+    } else {
+        Err(ClientError::with_message(ErrorCode::Forbidden, message).into())
+    }
+}
+
 /// `POST /groups/{id}/members {userId}`: owner only.
 pub async fn add_member(
     State(state): State<ApiState>,
@@ -186,13 +195,7 @@ pub async fn add_member(
     let id = parse_group_id(&id)?;
     let user = body.field("userId", UserId::parse)?;
     let group = group_for_member(&state, &id, &me.id).await?;
-    if group.owner.as_ref() != Some(&me.id) {
-        return Err(ClientError::with_message(
-            ErrorCode::Forbidden,
-            "only the owner can add members",
-        )
-        .into());
-    }
+    require_owner(&group, &me.id, "only the owner can add members")?;
     if group.has_member(&user) {
         return Ok(Json(group.into()));
     }
@@ -255,13 +258,7 @@ pub async fn set_owner(
     let id = parse_group_id(&id)?;
     let user = body.field("userId", UserId::parse)?;
     let group = group_for_member(&state, &id, &me.id).await?;
-    if group.owner.as_ref() != Some(&me.id) {
-        return Err(ClientError::with_message(
-            ErrorCode::Forbidden,
-            "only the owner can hand the group over",
-        )
-        .into());
-    }
+    require_owner(&group, &me.id, "only the owner can hand the group over")?;
     if !state.store.set_owner(&id, &user).await? {
         return Err(ClientError::bad_field("userId", "must be a member of the group").into());
     }
