@@ -31,6 +31,8 @@ for line in (root / "src/config/defaults.toml").read_text().splitlines():
             env += " or `CALLGATE_EXTERNAL_JWT_SECRET`"
         if key == "jitsi.app_secret":
             env += " or `CALLGATE_JITSI_APP_SECRET`"
+        if key == "cluster.redis_url":
+            env += " or `CALLGATE_REDIS_URL`"
         default = m.group(2).replace("|", "\\|")
         rows.append(f"| `{key}` | {env} | `{default}` | {' '.join(comment)} |")
         comment = []

@@ -32,6 +32,8 @@ pub const ENV_MONGODB_URI: &str = "CALLGATE_MONGODB_URI";
 pub const ENV_EXTERNAL_JWT_SECRET: &str = "CALLGATE_EXTERNAL_JWT_SECRET";
 /// Environment variable holding the Jitsi HS256 app secret.
 pub const ENV_JITSI_APP_SECRET: &str = "CALLGATE_JITSI_APP_SECRET";
+/// Environment variable holding the Redis URL of cluster mode.
+pub const ENV_REDIS_URL: &str = "CALLGATE_REDIS_URL";
 /// Prefix of the environment variables that set any key.
 pub const ENV_PREFIX: &str = "CALLGATE__";
 
@@ -42,6 +44,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "auth.external.secret",
     "store.mongodb.uri",
     "jitsi.app_secret",
+    "cluster.redis_url",
 ];
 
 /// The short environment names of the secrets (they win over `CALLGATE__…`).
@@ -50,6 +53,7 @@ pub const SECRET_ENV: &[(&str, &str)] = &[
     (ENV_EXTERNAL_JWT_SECRET, "auth.external.secret"),
     (ENV_MONGODB_URI, "store.mongodb.uri"),
     (ENV_JITSI_APP_SECRET, "jitsi.app_secret"),
+    (ENV_REDIS_URL, "cluster.redis_url"),
 ];
 
 /// Everything callgate is configured with. See `defaults.toml` for each key.
@@ -72,6 +76,139 @@ pub struct Config {
     pub socketio: SocketIoConfig,
     /// Jitsi Meet: the domain clients open and the room tokens callgate mints.
     pub jitsi: JitsiConfig,
+    /// Several nodes on Redis (cluster mode), or one process.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: several nodes sharing call state, timers, presence and
+/// limits through Redis. An empty `redis_url` means one process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis URL (a secret: it may hold a password); empty means one process.
+    pub redis_url: SecretString,
+    /// This node's id; empty means random at start (see [`ClusterConfig::node_id`]).
+    pub node_id: String,
+    /// Prefix of every key and channel.
+    pub key_prefix: String,
+    /// Bound on each Redis command.
+    pub redis_timeout_ms: u64,
+    /// Liveness lease renewal period.
+    pub heartbeat_ms: u64,
+    /// Age at which a node's lease is dead.
+    pub node_timeout_ms: u64,
+    /// Timer poll period.
+    pub timer_poll_ms: u64,
+    /// Bound on adapter requests to every node.
+    pub adapter_request_timeout_ms: u64,
+    /// Adapter messages buffered per namespace.
+    pub stream_buffer: usize,
+}
+
+impl ClusterConfig {
+    /// Whether cluster mode is on (a Redis URL is set).
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.expose_secret().trim().is_empty()
+    }
+
+    /// This node's id: the configured one, else a random one (made once per call: keep the result).
+    pub fn node_id(&self) -> String {
+        if self.node_id.is_empty() {
+            format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+        } else {
+            self.node_id.clone()
+        }
+    }
+
+    fn check(&self, r: &mut Rules) {
+        let url = self.redis_url.expose_secret().trim();
+        if !url.is_empty() && !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            // Never the value: it may hold a password.
+            r.fail(
+                "cluster.redis_url",
+                "is not a redis:// or rediss:// URL",
+                "write redis://host:6379 (rediss:// for TLS), or leave it empty for one process",
+            );
+        }
+        if !self.node_id.is_empty()
+            && (self.node_id.len() > 64
+                || !self
+                    .node_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            r.fail(
+                "cluster.node_id",
+                "must be 1 to 64 letters, digits, '-', '_' or '.'",
+                "leave it empty for a random id, or name the node e.g. \"callgate-1\"",
+            );
+        }
+        if self.key_prefix.is_empty()
+            || self.key_prefix.len() > 64
+            || !self
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
+            r.fail(
+                "cluster.key_prefix",
+                "must be 1 to 64 letters, digits, '-', '_', '.' or ':'",
+                "use the default \"callgate\", or one name per deployment sharing a Redis",
+            );
+        }
+        r.range(
+            "cluster.redis_timeout_ms",
+            self.redis_timeout_ms,
+            20,
+            5000,
+            "below 20 ms a healthy Redis under load times out, above 5 s a Redis outage hangs every event",
+        );
+        r.range(
+            "cluster.heartbeat_ms",
+            self.heartbeat_ms,
+            100,
+            10_000,
+            "faster floods Redis with lease renewals, slower makes a dead node's sockets linger",
+        );
+        r.range(
+            "cluster.node_timeout_ms",
+            self.node_timeout_ms,
+            500,
+            60_000,
+            "a shorter lease kills nodes on a Redis hiccup, a longer one keeps a dead node's slots and calls for minutes",
+        );
+        if self.node_timeout_ms < 3 * self.heartbeat_ms {
+            r.fail(
+                "cluster.node_timeout_ms",
+                &format!(
+                    "is {} ms, less than three heartbeats (cluster.heartbeat_ms = {}): one late renewal would declare a live node dead",
+                    self.node_timeout_ms, self.heartbeat_ms
+                ),
+                "make it at least three times cluster.heartbeat_ms (defaults 5000 and 1000)",
+            );
+        }
+        r.range(
+            "cluster.timer_poll_ms",
+            self.timer_poll_ms,
+            10,
+            5000,
+            "a timer fires up to this late; faster than 10 ms only costs Redis commands",
+        );
+        r.range(
+            "cluster.adapter_request_timeout_ms",
+            self.adapter_request_timeout_ms,
+            50,
+            30_000,
+            WHY_TIMEOUT,
+        );
+        r.range(
+            "cluster.stream_buffer",
+            self.stream_buffer,
+            16,
+            1 << 20,
+            "messages from other nodes dropped past this buffer; a huge one holds memory in a stall",
+        );
+    }
 }
 
 /// Development is forgiving (random secret, embedded store); production is strict.
@@ -633,6 +770,7 @@ impl Config {
         self.password.check(&mut r);
         self.socketio.check(&mut r);
         self.jitsi.check(&mut r, prod);
+        self.cluster.check(&mut r);
         if self.server.idle_timeout_secs <= self.socketio.ping_interval_secs {
             r.fail(
                 "server.idle_timeout_secs",
