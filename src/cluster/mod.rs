@@ -1,0 +1,193 @@
+//! Cluster mode: several callgate nodes sharing one Redis.
+//!
+//! This module owns the connection to Redis ([`Redis`]): the command client
+//! every cluster component uses (call state, timers, node leases, presence,
+//! limits) and the subscriber client socketioxide's adapter delivers events
+//! through. Both reconnect by themselves with a capped exponential back-off,
+//! and the subscriber resubscribes its channels after a reconnect, so a Redis
+//! restart never leaves a node deaf. Every command is bounded by
+//! `cluster.redis_timeout_ms`: while Redis is unreachable, callers get
+//! [`ClusterError::Unavailable`] within that bound, never a hang.
+//!
+//! Keys are `{key_prefix}:{…}` ([`Redis::key`]); which component owns which
+//! keys is listed in `docs/cluster.md`.
+
+use std::fmt;
+use std::time::Duration;
+
+use fred::prelude::{Builder, ClientLike, Config as FredConfig, ReconnectPolicy};
+use fred::types::RespVersion;
+use fred::types::config::ServerConfig;
+use secrecy::ExposeSecret;
+
+use crate::config::ClusterConfig;
+use crate::error::{ClientError, ErrorCode};
+
+/// Why a cluster operation did not happen. Nothing was changed in either case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// Redis did not answer within `cluster.redis_timeout_ms`, or failed.
+    #[error("redis unavailable")]
+    Unavailable,
+    /// This node lost its liveness lease: other nodes may already have taken
+    /// over its sockets, so it must not act on call state until it has
+    /// re-registered.
+    #[error("node fenced: liveness lease lost")]
+    Fenced,
+}
+
+impl From<ClusterError> for ClientError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Unavailable => ClientError::with_message(
+                ErrorCode::Unavailable,
+                "the call service is briefly unavailable; try again",
+            ),
+            ClusterError::Fenced => ClientError::with_message(
+                ErrorCode::Unavailable,
+                "this server is rejoining the cluster; reconnect or try again",
+            ),
+        }
+    }
+}
+
+impl From<fred::error::Error> for ClusterError {
+    fn from(_: fred::error::Error) -> Self {
+        // Deliberately dropped: a fred error can quote the URL it failed on.
+        ClusterError::Unavailable
+    }
+}
+
+/// Why start-up could not reach Redis (never quotes the URL: it may hold a password).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL did not parse.
+    #[error("cluster.redis_url is not a valid Redis URL")]
+    BadUrl,
+    /// Redis did not answer at start-up.
+    #[error("Redis at {0} did not answer: {1}")]
+    Unreachable(String, String),
+}
+
+/// The shared handle to Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct Redis {
+    client: fred::clients::Client,
+    prefix: String,
+    node: String,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No URL: it may hold a password.
+        f.debug_struct("Redis")
+            .field("prefix", &self.prefix)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a URL points, for messages: host and port only, never credentials.
+fn describe(config: &FredConfig) -> String {
+    match &config.server {
+        ServerConfig::Centralized { server } => format!("{}:{}", server.host, server.port),
+        _ => "the configured servers".into(),
+    }
+}
+
+fn builder(cfg: &ClusterConfig) -> Result<(Builder, String), ConnectError> {
+    let url = cfg.redis_url.expose_secret().trim();
+    let mut config = FredConfig::from_url(url).map_err(|_| ConnectError::BadUrl)?;
+    // The adapter's driver needs RESP3 (Redis 7+); fred does not read it from the URL.
+    config.version = RespVersion::RESP3;
+    // Start-up reports an unreachable Redis at once instead of retrying for ever.
+    config.fail_fast = true;
+    let where_ = describe(&config);
+    let timeout = Duration::from_millis(cfg.redis_timeout_ms);
+    let mut b = Builder::from_config(config);
+    b.with_performance_config(|p| {
+        p.default_command_timeout = timeout;
+    })
+    .with_connection_config(|c| {
+        c.connection_timeout = timeout.max(Duration::from_millis(500));
+        c.internal_command_timeout = timeout.max(Duration::from_millis(500));
+        // A command sent while Redis is down fails once its timeout passes; it is
+        // not replayed after a reconnect (nothing is applied late, behind a
+        // client's back).
+        c.max_command_attempts = 1;
+        // Commands queued while reconnecting are bounded too.
+        c.max_command_buffer_len = 10_000;
+    })
+    // Reconnect for ever: 50 ms doubling to 1 s.
+    .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2));
+    Ok((b, where_))
+}
+
+impl Redis {
+    /// Connects the command client (fails fast when Redis does not answer).
+    ///
+    /// # Errors
+    /// [`ConnectError`], which never quotes the URL.
+    pub async fn connect(cfg: &ClusterConfig, node: String) -> Result<Self, ConnectError> {
+        let (b, where_) = builder(cfg)?;
+        let client = b.build().map_err(|_| ConnectError::BadUrl)?;
+        client
+            .init()
+            .await
+            .map_err(|e| ConnectError::Unreachable(where_.clone(), e.kind().to_str().into()))?;
+        Ok(Self {
+            client,
+            prefix: cfg.key_prefix.clone(),
+            node,
+            timeout: Duration::from_millis(cfg.redis_timeout_ms),
+        })
+    }
+
+    /// A subscriber client for the adapter: it resubscribes its channels
+    /// after every reconnect.
+    ///
+    /// # Errors
+    /// [`ConnectError`], which never quotes the URL.
+    pub fn subscriber(
+        cfg: &ClusterConfig,
+    ) -> Result<fred::clients::SubscriberClient, ConnectError> {
+        let (b, _) = builder(cfg)?;
+        let sub = b
+            .build_subscriber_client()
+            .map_err(|_| ConnectError::BadUrl)?;
+        let _ = sub.manage_subscriptions();
+        Ok(sub)
+    }
+
+    /// The command client.
+    pub fn client(&self) -> &fred::clients::Client {
+        &self.client
+    }
+
+    /// `{prefix}:{rest}`.
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.prefix)
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The bound on each command.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether Redis answers a PING within the command timeout.
+    pub async fn ping(&self) -> bool {
+        let ping: Result<String, _> = self.client.ping(None).await;
+        ping.is_ok()
+    }
+}
