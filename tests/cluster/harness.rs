@@ -517,6 +517,20 @@ impl Cluster {
         );
     }
 
+    /// Asserts that every node not stopped by the test still runs.
+    pub fn assert_running(&mut self) {
+        for node in &mut self.nodes {
+            if node.child.is_some() {
+                assert!(
+                    node.is_running(),
+                    "{} exited:\n{}",
+                    node.id,
+                    node.logs().join("\n")
+                );
+            }
+        }
+    }
+
     pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i]
     }
