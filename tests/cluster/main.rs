@@ -26,6 +26,7 @@
 
 mod attacks;
 mod calls;
+mod directory;
 mod faults;
 mod harness;
 mod limits;
