@@ -289,6 +289,11 @@ impl App {
             // From now on every reconnect resubscribes the adapter's channels.
             drop(subscriber.manage_subscriptions());
             tracing::info!(node = %node_id, "cluster mode: Redis adapter attached");
+            if sio.transports.contains(&Transport::Polling) {
+                tracing::warn!(
+                    "cluster mode with long-polling on: the load balancer must keep each client on one node (sticky sessions), or set socketio.transports = [\"websocket\"]"
+                );
+            }
             (tower::util::Either::Left(layer), Io::Cluster(io))
         } else {
             let (layer, io) = builder.build_layer();
