@@ -387,3 +387,90 @@ async fn redis_a_redis_restart_in_the_middle_of_traffic_is_survived() {
         "no call across the nodes within 10 s of Redis coming back"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_a_node_cut_off_from_redis_fences_itself_and_its_users_go_on_elsewhere() {
+    // Node c reaches Redis through a link the test cuts; a and b do not.
+    let policy = PolicyFile {
+        ring_timeout_secs: 60,
+        reconnect_grace_secs: 20,
+        ..PolicyFile::default()
+    };
+    let shared = redis_url();
+    let link = Link::to(&shared).await;
+    let mut cluster = Cluster::start_with(shared, 3, policy, &[(2, link.url())]).await;
+    let mut bob = cluster.connect(0, &BOB).await;
+    let mut alice = cluster.connect(2, &ALICE).await;
+    assert_eq!(
+        (bob.node.as_str(), alice.node.as_str()),
+        ("node-a", "node-c")
+    );
+    let call_id = accepted_call(&mut alice, &mut bob).await;
+
+    link.cut();
+    let cut = Instant::now();
+
+    // Node c stops acting within its lease: its sockets are closed (so they
+    // reconnect to a live node), or, while still open, get `unavailable`,
+    // never a transition made on stale state.
+    loop {
+        let closed = alice
+            .drain()
+            .await
+            .iter()
+            .any(|(n, _)| n == "close" || n == "serverShutdown");
+        if closed {
+            break;
+        }
+        // No ack: the socket closed under the event (the next drain sees it).
+        if let Some((ack, took)) = alice
+            .try_emit_ack(
+                "initiateVideoCall",
+                json!({ "receiverId": CAROL.id }),
+                Duration::from_secs(2),
+            )
+            .await
+        {
+            failed(&ack, "unavailable");
+            assert!(took < Duration::from_secs(1), "unavailable took {took:?}");
+        }
+        assert!(
+            cut.elapsed() < DEAD_NODE_BOUND,
+            "node c still holds its sockets {:?} after losing Redis",
+            cut.elapsed()
+        );
+    }
+    let (status, _) = cluster.node(2).get("/readyz").await;
+    assert_eq!(status, 503, "a fenced node is not ready");
+
+    // Alice comes back on node b: her call is still there, Bob was told nothing.
+    let mut alice = cluster.connect_when_free(1, &ALICE, DEAD_NODE_BOUND).await;
+    assert_eq!(alice.node, "node-b");
+    let calls = alice.next("activeVideoCalls").await;
+    let call = find_call(&calls, &call_id).unwrap_or_else(|| panic!("{call_id} not in {calls}"));
+    assert_eq!(call["state"], "active");
+    bob.assert_no("videoCallEnded").await;
+
+    // The link comes back: node c registers again and serves calls.
+    link.restore();
+    cluster.wait_ready(200, Duration::from_secs(15)).await;
+    let mut carol = cluster
+        .connect_when_free(2, &CAROL, Duration::from_secs(10))
+        .await;
+    assert_eq!(carol.node, "node-c");
+    let ack = bob
+        .emit_ack("endVideoCall", json!({ "callId": call_id }))
+        .await;
+    ok(&ack);
+    assert_eq!(alice.next("videoCallEnded").await["reason"], "hangup");
+    let ack = alice
+        .emit_ack("initiateVideoCall", json!({ "receiverId": CAROL.id }))
+        .await;
+    let second = ok(&ack)["callId"].as_str().expect("callId").to_string();
+    assert_eq!(
+        carol.next("incomingVideoCall").await["callId"],
+        second.as_str()
+    );
+    cluster.assert_running();
+}

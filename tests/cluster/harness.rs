@@ -350,6 +350,9 @@ pub struct Node {
     /// Its `cluster.node_id`.
     pub id: String,
     pub port: u16,
+    /// The Redis this node talks to, when not the cluster's (a proxy that a
+    /// test can cut, say).
+    redis_url: Option<String>,
     child: Option<Child>,
     logs: Arc<Mutex<VecDeque<String>>>,
 }
@@ -420,6 +423,17 @@ impl Cluster {
 
     /// `n` nodes on the Redis at `redis_url`.
     pub async fn start_on(redis_url: String, n: usize, policy: PolicyFile) -> Self {
+        Self::start_with(redis_url, n, policy, &[]).await
+    }
+
+    /// `n` nodes on the Redis at `redis_url`, except those in `via`: node
+    /// `i` reaches Redis at the URL given with it.
+    pub async fn start_with(
+        redis_url: String,
+        n: usize,
+        policy: PolicyFile,
+        via: &[(usize, String)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("seed.json"), seed_json().to_string()).expect("seed");
         std::fs::write(dir.path().join("policy.toml"), policy.render()).expect("policy");
@@ -435,6 +449,7 @@ impl Cluster {
             cluster.nodes.push(Node {
                 id,
                 port: free_port(),
+                redis_url: via.iter().find(|(j, _)| *j == i).map(|(_, u)| u.clone()),
                 child: None,
                 logs: Arc::new(Mutex::new(VecDeque::new())),
             });
@@ -460,7 +475,10 @@ impl Cluster {
             .arg(&policy)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("CALLGATE_JWT_SECRET", SECRET)
-            .env("CALLGATE_REDIS_URL", &self.redis_url)
+            .env(
+                "CALLGATE_REDIS_URL",
+                node.redis_url.as_deref().unwrap_or(&self.redis_url),
+            )
             .env("CALLGATE__CLUSTER__NODE_ID", &node.id)
             .env("CALLGATE__CLUSTER__KEY_PREFIX", &self.prefix)
             .env("CALLGATE__CLUSTER__HEARTBEAT_MS", HEARTBEAT_MS.to_string())
@@ -608,11 +626,24 @@ impl Cluster {
     /// Connects `user` to node `i` as soon as a connection slot is free
     /// (refusals meanwhile must be `too_many_connections`), within `within`.
     pub async fn connect_when_free(&self, i: usize, user: &User, within: Duration) -> Client {
+        self.connect_within(i, user, within, &["too_many_connections"])
+            .await
+    }
+
+    /// Connects `user` to node `i` within `within`, retrying while the
+    /// refusal is one of `allowed`.
+    pub async fn connect_within(
+        &self,
+        i: usize,
+        user: &User,
+        within: Duration,
+        allowed: &[&str],
+    ) -> Client {
         let deadline = Instant::now() + within;
         loop {
             match self.try_connect(i, user).await {
                 Ok(c) => return c,
-                Err(e) => assert_eq!(e, "too_many_connections", "unexpected refusal"),
+                Err(e) => assert!(allowed.contains(&e.as_str()), "unexpected refusal: {e}"),
             }
             assert!(
                 Instant::now() < deadline,
@@ -791,6 +822,34 @@ impl Client {
         self.emit_ack_timed(event, payload).await.0
     }
 
+    /// Emits with an ack; the ack and how long it took, or `None` when no
+    /// ack came within `within` (the socket closed, say).
+    pub async fn try_emit_ack(
+        &self,
+        event: &str,
+        payload: Value,
+        within: Duration,
+    ) -> Option<(Value, Duration)> {
+        let (tx, rx) = oneshot::channel::<Value>();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        let started = Instant::now();
+        self.client
+            .emit_with_ack(event, Payload::Text(vec![payload]), within, move |p, _| {
+                if let Some(tx) = tx.lock().expect("lock").take() {
+                    let value = match first_value(p) {
+                        Value::Array(mut args) if args.len() == 1 => args.swap_remove(0),
+                        other => other,
+                    };
+                    let _ = tx.send(value);
+                }
+                async {}.boxed()
+            })
+            .await
+            .ok()?;
+        let ack = tokio::time::timeout(within, rx).await.ok()?.ok()?;
+        Some((ack, started.elapsed()))
+    }
+
     /// Emits with an ack; the ack and how long it took.
     pub async fn emit_ack_timed(&self, event: &str, payload: Value) -> (Value, Duration) {
         let (tx, rx) = oneshot::channel::<Value>();
@@ -906,5 +965,76 @@ where
         }
         assert!(Instant::now() < deadline, "not within {within:?}: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ------------------------------------------------------ a cuttable link ----
+
+/// A TCP proxy in front of Redis that a test can cut (every connection
+/// dropped, new ones refused) and restore: a node cut off from Redis while
+/// the others still reach it.
+pub struct Link {
+    pub port: u16,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    /// A link to the Redis at `redis_url` (`redis://host:port`).
+    pub async fn to(redis_url: &str) -> Self {
+        let (target, _) = redis_target(redis_url);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (open2, conns2) = (open.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !open2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns2.lock().expect("conns").push(task);
+            }
+        });
+        Self {
+            port,
+            open,
+            conns,
+            accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Drops every connection through the link and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.conns.lock().expect("conns").drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
     }
 }
