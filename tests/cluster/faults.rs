@@ -315,7 +315,7 @@ async fn redis_a_redis_restart_in_the_middle_of_traffic_is_survived() {
     // While Redis is down: call events answer `unavailable`, fast, and
     // /readyz is 503 on every node.
     // (Both at once, right away: a node that cannot renew its lease for
-    // 1 s fences itself and closes its sockets.)
+    // 1.5 s fences itself and closes its sockets.)
     tokio::time::sleep(Duration::from_millis(100)).await;
     let ((a, a_took), (b, b_took)) = tokio::join!(
         alice.emit_ack_timed("initiateVideoCall", json!({ "receiverId": BOB.id })),
