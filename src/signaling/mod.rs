@@ -1,6 +1,7 @@
 //! Socket.IO signaling: the handshake ([`session`]), rooms ([`rooms`]), event
 //! names ([`events`]), payload reading ([`payload`]) and replies ([`reply`]).
 
+pub mod call_store;
 pub mod calls;
 pub mod events;
 pub mod payload;
