@@ -27,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use callgate::auth::TokenKeys;
 use callgate::cluster::ClusterError;
 use callgate::cluster::Redis;
 use callgate::cluster::call_state::{ClaimedTimer, RECORD_TTL, RoundTrips};
@@ -34,10 +35,16 @@ use callgate::config::{Config, Overrides};
 use callgate::domain::call::Party;
 use callgate::domain::{CallId, DisplayName, GroupId, GroupName, RoomName, UserId};
 use callgate::error::ErrorCode;
+use callgate::http::client_ip::TrustedProxies;
+use callgate::limits::Limits;
+use callgate::metrics::Metrics;
 use callgate::policy::{CallPolicy, Policy};
+use callgate::signaling::Hub;
 use callgate::signaling::call_store::{CallStore, Scope};
 use callgate::signaling::events;
 use callgate::signaling::registry::{Body, Origin, Outcome, Reason, Timer, To};
+use callgate::signaling::timers::{self, Presence};
+use callgate::store::{EmbeddedStore, Store};
 use fred::interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface};
 use fred::types::{ClusterHash, CustomCommand};
 use secrecy::SecretString;
@@ -1225,4 +1232,83 @@ async fn redis_down_answers_unavailable_fast_and_heals() {
         ErrorCode::NotFound
     );
     ring(env.store(), &a, &b, None).await;
+}
+
+/// A hub on the Redis store, as `App::build` makes on a cluster node, with a
+/// Socket.IO server nobody is connected to.
+fn cluster_hub(redis: &Redis, calls: CallPolicy) -> Arc<Hub> {
+    let env = vec![(
+        "CALLGATE_JWT_SECRET".to_string(),
+        "test-secret-test-secret-test-secret-0123456789".to_string(),
+    )];
+    let config = Config::load_from(None, &Overrides::default(), &env).expect("config");
+    let keys = Arc::new(TokenKeys::from_config(&config.auth, config.environment).expect("keys"));
+    let policy = Policy::builtin().expect("policy");
+    let limits = Arc::new(Limits::new(&policy.rate_limits, policy.connections));
+    let hub = Hub::new(
+        Store::Embedded(EmbeddedStore::new()),
+        keys,
+        limits,
+        TrustedProxies::default(),
+        Arc::new(Metrics::new()),
+        calls.clone(),
+        None,
+    )
+    .with_call_store(CallStore::redis(redis.clone(), calls));
+    Arc::new(hub)
+}
+
+#[tokio::test]
+async fn redis_the_poller_fires_due_timers_and_waits_for_an_unknown_presence() {
+    let Some(env) = cluster("poller").await else {
+        return;
+    };
+    let env = env.with_policy(|p| p.ring_timeout_secs = 1);
+    let hub = cluster_hub(env.redis(0), env.policy.clone());
+    let (_svc, io) = socketioxide::SocketIo::new_svc();
+    let (a, b) = (party(1), party(2));
+    let o = origin();
+    let ringing = hub
+        .with_calls(Scope::user(&a.id).and_user(&b.id), |r| {
+            r.initiate_direct(a.clone(), b.clone(), None, o)
+        })
+        .await
+        .expect("store answers")
+        .expect("rings");
+    let id = id_of(&ringing);
+    assert!(ringing.timers.is_empty(), "in Redis, not a tokio task");
+    assert_eq!(hub.pending_ring_timers(), 0);
+
+    // b accepts, then loses every socket: a reconnect grace (due at once).
+    control(hub.calls(), &b, id, Sid::new(), "accept")
+        .await
+        .expect("accept");
+    hub.with_calls(Scope::user(&b.id), |r| r.user_went_offline(&b.id))
+        .await
+        .expect("store answers");
+
+    // Presence unknown (Redis hiccup): nothing fires, the claim holds it.
+    let unknown: Presence = Arc::new(|_| Box::pin(async { Err(ClusterError::Unavailable) }));
+    timers::poll(&io, &hub, &unknown).await;
+    assert_eq!(
+        env.leftovers().await.1,
+        2,
+        "ring timeout and grace both pending"
+    );
+    assert_eq!(
+        connected(hub.calls(), &a).await.len(),
+        1,
+        "the call is live"
+    );
+
+    // A poll after the ring timeout, b offline: both fire, the call ends.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let offline: Presence = Arc::new(|_| Box::pin(async { Ok(false) }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.leftovers().await != (0, 0) && Instant::now() < deadline {
+        timers::poll(&io, &hub, &offline).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(env.leftovers().await, (0, 0), "ended, every timer gone");
+    assert!(connected(hub.calls(), &a).await.is_empty());
 }
