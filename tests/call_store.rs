@@ -6,9 +6,12 @@
 //!
 //! Redis: `CALLGATE_TEST_REDIS_URL` when set (each test works under its own
 //! random key prefix); otherwise each test starts its own throwaway
-//! `redis-server` (`--save '' --appendonly no`) on a free loopback port and
-//! kills it at the end. When neither can run, the Redis tests fail with the
-//! reason, unless `CALLGATE_TEST_REDIS=skip`, which reports them SKIPPED.
+//! `redis-server` (`CALLGATE_TEST_REDIS_SERVER`, else the one on the PATH;
+//! `--save '' --appendonly no`) on a free loopback port and kills it at the
+//! end. Two tests always start their own (one stops Redis, one reads its
+//! command statistics). When Redis cannot run, the Redis tests (all named
+//! `redis_*`, so `--skip redis_` leaves them out) fail with the reason,
+//! unless `CALLGATE_TEST_REDIS=skip`, which prints them SKIPPED.
 //!
 //! ```text
 //! cargo test --test call_store
@@ -83,6 +86,11 @@ fn free_port() -> u16 {
 }
 
 fn redis_server_binary() -> Option<String> {
+    if let Ok(bin) = std::env::var("CALLGATE_TEST_REDIS_SERVER")
+        && !bin.trim().is_empty()
+    {
+        return Some(bin);
+    }
     ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -159,17 +167,28 @@ impl Env {
 
     /// `None` (SKIPPED, printed) only when `CALLGATE_TEST_REDIS=skip` allows it.
     async fn start_redis(case: &str) -> Option<Self> {
-        let (url, server) = match std::env::var(REDIS_URL_VAR) {
-            Ok(url) if !url.trim().is_empty() => (url, None),
-            _ => match Server::start_on(free_port()) {
+        Self::start_redis_with(case, false).await
+    }
+
+    /// `private`: a redis-server of its own even when `CALLGATE_TEST_REDIS_URL`
+    /// is set (a test that stops Redis, or reads its command statistics).
+    async fn start_redis_with(case: &str, private: bool) -> Option<Self> {
+        let shared = std::env::var(REDIS_URL_VAR)
+            .ok()
+            .filter(|u| !u.trim().is_empty() && !private);
+        let (url, server) = match shared {
+            Some(url) => (url, None),
+            None => match Server::start_on(free_port()) {
                 Ok(s) => (s.url.clone(), Some(s)),
                 Err(why) => {
                     if std::env::var("CALLGATE_TEST_REDIS").as_deref() == Ok("skip") {
-                        eprintln!("SKIPPED redis::{case}: {why} (and {REDIS_URL_VAR} is not set)");
+                        eprintln!(
+                            "SKIPPED redis_store::{case}: {why} (and {REDIS_URL_VAR} is not set)"
+                        );
                         return None;
                     }
                     panic!(
-                        "redis::{case} cannot run: {why}, and {REDIS_URL_VAR} is not set \
+                        "redis_store::{case} cannot run: {why}, and {REDIS_URL_VAR} is not set \
                          (CALLGATE_TEST_REDIS=skip reports it SKIPPED instead)"
                     );
                 }
@@ -439,7 +458,7 @@ macro_rules! contract {
                 }
             )*
         }
-        mod redis {
+        mod redis_store {
             $(
                 #[tokio::test]
                 async fn $case() {
@@ -1025,7 +1044,7 @@ async fn redis_a_node_without_its_lease_is_fenced_and_changes_nothing() {
 
 #[tokio::test]
 async fn redis_round_trips_per_transition_are_few_and_match_commandstats() {
-    let Some(env) = cluster("round_trips").await else {
+    let Some(env) = Env::start_redis_with("round_trips", true).await else {
         return;
     };
     let (a, b) = (party(1), party(2));
@@ -1061,9 +1080,8 @@ async fn redis_round_trips_per_transition_are_few_and_match_commandstats() {
     assert!(accept <= 2, "accept: {accept}");
     assert!(hangup <= 3, "hang-up: {hangup}");
 
-    // What Redis itself counted (only this test uses this server's stats
-    // when it started its own).
-    if std::env::var(REDIS_URL_VAR).is_err() {
+    // What Redis itself counted (this test's own server: nobody else's commands).
+    {
         let info: String = client
             .custom(cmd("INFO"), vec!["commandstats"])
             .await
@@ -1176,11 +1194,7 @@ async fn redis_scripts_are_reloaded_after_redis_forgot_them() {
 
 #[tokio::test]
 async fn redis_down_answers_unavailable_fast_and_heals() {
-    if std::env::var(REDIS_URL_VAR).is_ok() {
-        eprintln!("SKIPPED redis_down: needs a redis-server of its own (unset {REDIS_URL_VAR})");
-        return;
-    }
-    let Some(mut env) = cluster("down").await else {
+    let Some(mut env) = Env::start_redis_with("down", true).await else {
         return;
     };
     let (a, b) = (party(1), party(2));
