@@ -12,6 +12,8 @@
 //! Keys are `{key_prefix}:{…}` ([`Redis::key`]); which component owns which
 //! keys is listed in `docs/cluster.md`.
 
+pub mod call_state;
+
 use std::fmt;
 use std::time::Duration;
 
