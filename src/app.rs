@@ -293,7 +293,7 @@ impl App {
                 )
             })?;
             // From now on every reconnect resubscribes the adapter's channels.
-            drop(subscriber.manage_subscriptions());
+            drop(crate::cluster::resubscribe_on_reconnect(subscriber));
             tracing::info!(node = %node_id, "cluster mode: Redis adapter attached");
             if sio.transports.contains(&Transport::Polling) {
                 tracing::warn!(
