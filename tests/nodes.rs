@@ -673,3 +673,56 @@ async fn redis_a_graceful_shutdown_deletes_the_lease_and_cleans_up_at_once() {
     a2.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_sockets_of_a_dead_node_count_for_nothing_even_before_its_cleanup() {
+    let url = redis_url();
+    let p = prefix("uncleaned");
+    let rec = Arc::new(Recorder::default());
+    let a = node(&url, &p, "a", &rec).await;
+    // b has no hooks yet, so it does not sweep: a's entries stay in Redis.
+    let b = Nodes::start(
+        redis(&url, &p, "b").await,
+        NodeTimes::from(&config(&url, &p)),
+    )
+    .await
+    .expect("b");
+    let raw = redis(&url, &p, "inspector").await;
+    let (on_a, on_b) = (Presence::new(a.clone()), Presence::new(b.clone()));
+    let alice = uid("alice");
+    let home = ip("10.0.0.1");
+    for _ in 0..2 {
+        std::mem::forget(on_a.acquire(&alice, home, &caps(2, 2)).await.expect("on a"));
+    }
+    assert_eq!(
+        on_b.acquire(&alice, home, &caps(2, 2)).await.err(),
+        Some(AcquireError::Cap(CapExceeded::PerUser))
+    );
+    a.halt();
+    let _: i64 = raw.client().del(format!("{p}:node:a")).await.unwrap();
+    // a's two sockets are still written down, but a is dead: alice is
+    // offline and may reconnect her two tabs to b at once.
+    let alice_conns: HashMap<String, i64> = raw
+        .client()
+        .hgetall(format!("{p}:conn:user:alice"))
+        .await
+        .unwrap();
+    assert_eq!(alice_conns, HashMap::from([("a".to_owned(), 2)]));
+    assert!(!on_b.online(&alice).await.unwrap());
+    let one = on_b
+        .acquire(&alice, home, &caps(2, 2))
+        .await
+        .expect("1 on b");
+    let two = on_b
+        .acquire(&alice, home, &caps(2, 2))
+        .await
+        .expect("2 on b");
+    assert_eq!(
+        on_b.acquire(&alice, home, &caps(2, 2)).await.err(),
+        Some(AcquireError::Cap(CapExceeded::PerUser))
+    );
+    one.release().await;
+    two.release().await;
+    b.shutdown().await;
+}
