@@ -12,6 +12,7 @@
 //! Keys are `{key_prefix}:{…}` ([`Redis::key`]); which component owns which
 //! keys is listed in `docs/cluster.md`.
 
+pub mod admission;
 pub mod nodes;
 pub mod presence;
 pub mod rates;
