@@ -726,3 +726,60 @@ async fn redis_sockets_of_a_dead_node_count_for_nothing_even_before_its_cleanup(
     two.release().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_racing_sweeps_clean_each_dead_node_exactly_once() {
+    let url = redis_url();
+    let p = prefix("race");
+    let rec = Arc::new(Recorder::default());
+    let b = node(&url, &p, "b", &rec).await;
+    let c = node(&url, &p, "c", &rec).await;
+    let raw = redis(&url, &p, "inspector").await;
+    for round in 0..10 {
+        let id = format!("d{round}");
+        let d = node(&url, &p, &id, &rec).await;
+        let user = uid(&format!("u{round}"));
+        for n in 0..3 {
+            let ip = ip(&format!("10.0.{round}.{n}"));
+            std::mem::forget(
+                Presence::new(d.clone())
+                    .acquire(&user, ip, &caps(5, 5))
+                    .await
+                    .expect("slot"),
+            );
+        }
+        d.halt();
+        let _: i64 = raw.client().del(format!("{p}:node:{id}")).await.unwrap();
+        let mut sweeps = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            for n in [&b, &c] {
+                let n = n.clone();
+                sweeps.spawn(async move { n.sweep().await });
+            }
+        }
+        let mut cleaned = 0;
+        while let Some(r) = sweeps.join_next().await {
+            cleaned += r.unwrap().map_or(0, |v| v.len());
+        }
+        wait_for(
+            "reported",
+            Duration::from_millis(10 * HEARTBEAT_MS),
+            async || rec.offline_count(&user) >= 1,
+        )
+        .await;
+        assert!(cleaned <= 1, "round {round}: cleaned {cleaned} times");
+        assert_eq!(rec.offline_count(&user), 1, "round {round}");
+        let left: i64 = raw
+            .client()
+            .exists(format!("{p}:conn:user:{user}"))
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
+    let reports = rec.offline.lock().unwrap().len();
+    assert_eq!(reports, 10, "one report per dead node's user");
+    b.shutdown().await;
+    c.shutdown().await;
+}
