@@ -14,15 +14,17 @@ use socketioxide::{SocketIo, TransportType};
 use tokio::net::TcpListener;
 
 use crate::auth::{PasswordHasher, TokenKeys, password};
+use crate::cluster::{ClusterAdapter, Redis};
 use crate::config::{Config, Environment, Problems, StoreKind, Transport};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::demo::{DemoAccount, DemoPage};
-use crate::http::{self, ApiState};
+use crate::http::{self, ApiState, NodeInfo};
 use crate::jitsi::Jitsi;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::serve::{self, TlsReloader};
+use crate::signaling::io::Io;
 use crate::signaling::{self, Hub};
 use crate::store::seed::{Seed, SeedError};
 use crate::store::{EmbeddedStore, MongoStore, Store, StoreError};
@@ -42,6 +44,9 @@ pub enum BuildError {
     /// The store could not be reached.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// Cluster mode could not reach Redis (the message never quotes the URL).
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ConnectError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -56,7 +61,8 @@ pub enum BuildError {
 pub struct App {
     listener: TcpListener,
     router: Router,
-    io: SocketIo,
+    io: Io,
+    node: NodeInfo,
     store: Store,
     keys: Arc<TokenKeys>,
     hub: Arc<Hub>,
@@ -91,7 +97,7 @@ pub async fn build_store(
             let path = config.store.seed.clone();
             if path.as_os_str().is_empty() {
                 return Ok((
-                    Store::Embedded(EmbeddedStore::new()),
+                    Store::Embedded(guard_embedded(config, EmbeddedStore::new())),
                     Vec::new(),
                     Vec::new(),
                 ));
@@ -113,13 +119,27 @@ pub async fn build_store(
             .await
             .map_err(|_| StoreError::Unavailable("seed loading panicked".into()))?
             .map_err(|_| StoreError::Unavailable("seed password hashing failed".into()))?;
-            Ok((Store::Embedded(store), usernames, demo_accounts))
+            Ok((
+                Store::Embedded(guard_embedded(config, store)),
+                usernames,
+                demo_accounts,
+            ))
         }
         StoreKind::Mongodb => Ok((
             Store::Mongo(MongoStore::connect(&config.store.mongodb).await?),
             Vec::new(),
             Vec::new(),
         )),
+    }
+}
+
+/// Several cluster nodes each hold their own copy of the embedded directory:
+/// writes are refused rather than left to diverge (see `StoreError::ReadOnly`).
+fn guard_embedded(config: &Config, store: EmbeddedStore) -> EmbeddedStore {
+    if config.cluster.enabled() {
+        store.read_only()
+    } else {
+        store
     }
 }
 
@@ -217,6 +237,12 @@ impl App {
             policy.calls.clone(),
             jitsi,
         ));
+        let node_id: Arc<str> = config.cluster.node_id().into();
+        let redis = if config.cluster.enabled() {
+            Some(Redis::connect(&config.cluster, node_id.to_string()).await?)
+        } else {
+            None
+        };
         let sio = &config.socketio;
         let mut builder = SocketIo::builder()
             .with_state(hub.clone())
@@ -234,13 +260,51 @@ impl App {
             [TransportType::Polling] => builder.transports([TransportType::Polling]),
             _ => builder.transports([TransportType::Polling, TransportType::Websocket]),
         };
-        let (sio_layer, io) = builder.build_layer();
-        signaling::attach(&io);
-        signaling::session::spawn_recheck(
-            io.clone(),
+        let (sio_layer, io) = if let Some(redis) = &redis {
+            let adapter = socketioxide_redis::RedisAdapterConfig::new()
+                .with_prefix(format!("{}:sio", redis.prefix()))
+                .with_request_timeout(Duration::from_millis(
+                    config.cluster.adapter_request_timeout_ms,
+                ))
+                .with_stream_buffer(config.cluster.stream_buffer);
+            let subscriber = Redis::subscriber(&config.cluster)?;
+            let ctr = socketioxide_redis::RedisAdapterCtr::new_with_fred_config(
+                subscriber.clone(),
+                adapter,
+            )
+            .await
+            .map_err(|e| {
+                crate::cluster::ConnectError::Unreachable(
+                    "Redis (adapter)".into(),
+                    e.kind().to_str().into(),
+                )
+            })?;
+            let (layer, io) = builder.with_adapter::<ClusterAdapter>(ctr).build_layer();
+            signaling::attach_cluster(&io).await.map_err(|_| {
+                crate::cluster::ConnectError::Unreachable(
+                    "Redis (adapter)".into(),
+                    "subscriptions refused".into(),
+                )
+            })?;
+            // From now on every reconnect resubscribes the adapter's channels.
+            drop(subscriber.manage_subscriptions());
+            tracing::info!(node = %node_id, "cluster mode: Redis adapter attached");
+            if sio.transports.contains(&Transport::Polling) {
+                tracing::warn!(
+                    "cluster mode with long-polling on: the load balancer must keep each client on one node (sticky sessions), or set socketio.transports = [\"websocket\"]"
+                );
+            }
+            (tower::util::Either::Left(layer), Io::Cluster(io))
+        } else {
+            let (layer, io) = builder.build_layer();
+            signaling::attach(&io);
+            (tower::util::Either::Right(layer), Io::Local(io))
+        };
+        io.spawn_recheck(
             store.clone(),
             Duration::from_secs(config.auth.session_recheck_secs),
         );
+        let node = NodeInfo { id: node_id, redis };
 
         let api = ApiState {
             store: store.clone(),
@@ -252,6 +316,7 @@ impl App {
             trusted_proxies: trusted_proxies.clone(),
             metrics,
             hub: hub.clone(),
+            node: node.clone(),
         };
         let gate = http::transport::TransportGate::new(
             &sio.path,
@@ -282,6 +347,7 @@ impl App {
             listener,
             router,
             io,
+            node,
             store,
             keys,
             hub,
@@ -323,8 +389,13 @@ impl App {
     }
 
     /// The Socket.IO server.
-    pub fn io(&self) -> &SocketIo {
+    pub fn io(&self) -> &Io {
         &self.io
+    }
+
+    /// This node's id, and Redis in cluster mode.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
     }
 
     /// Usernames loaded from the seed file.
@@ -377,8 +448,8 @@ impl App {
 /// What Socket.IO clients get when the server stops: `serverShutdown`, then
 /// the close. It runs once the listener is closed, within
 /// `server.shutdown_grace_secs`.
-async fn on_shutdown(io: SocketIo) {
-    signaling::shutdown(&io).await;
+async fn on_shutdown(io: Io) {
+    io.shutdown().await;
 }
 
 /// Listen backlog: a burst of connects (a reconnect storm after a restart)

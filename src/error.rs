@@ -57,6 +57,9 @@ pub enum ErrorCode {
     HeadersTooLarge,
     /// A policy cap is full (e.g. groups per user).
     LimitReached,
+    /// The directory cannot be changed through this server: the embedded
+    /// store of a cluster node (409).
+    ReadOnly,
     /// Something failed inside; details are in the server log only.
     Internal,
 }
@@ -85,6 +88,7 @@ impl ErrorCode {
             Self::StoreUnavailable => "store_unavailable",
             Self::HeadersTooLarge => "headers_too_large",
             Self::LimitReached => "limit_reached",
+            Self::ReadOnly => "read_only",
             Self::Internal => "internal",
         }
     }
@@ -122,6 +126,9 @@ impl ErrorCode {
             }
             Self::HeadersTooLarge => "the request headers are too large",
             Self::LimitReached => "a limit of the policy is reached",
+            Self::ReadOnly => {
+                "this cluster's directory is read-only: change users and groups in the seed file of every node, or run the cluster on MongoDB"
+            }
             Self::Internal => "internal error",
         }
     }
@@ -177,6 +184,7 @@ impl From<StoreError> for ClientError {
         match e {
             StoreError::UsernameTaken => Self::new(ErrorCode::UsernameTaken),
             StoreError::GroupNotFound => Self::new(ErrorCode::NotFound),
+            StoreError::ReadOnly => Self::new(ErrorCode::ReadOnly),
             StoreError::Unavailable(detail) => {
                 // A dependency outage, not a bug: a warning, and a code that
                 // tells the client to retry.

@@ -29,6 +29,10 @@ use secrecy::ExposeSecret;
 use crate::config::ClusterConfig;
 use crate::error::{ClientError, ErrorCode};
 
+/// The Socket.IO adapter of a cluster node: socketioxide's Redis adapter on
+/// the fred driver.
+pub type ClusterAdapter = socketioxide_redis::FredAdapter<socketioxide::adapter::Emitter>;
+
 /// Why a cluster operation did not happen. Nothing was changed in either case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ClusterError {
@@ -150,7 +154,10 @@ impl Redis {
         })
     }
 
-    /// A subscriber client for the adapter: it resubscribes its channels
+    /// A subscriber client for the adapter. Call
+    /// `manage_subscriptions()` on it once the adapter has subscribed (not
+    /// before: on the first connect it would resubscribe an empty list, a
+    /// bare SUBSCRIBE that Redis refuses), so it resubscribes its channels
     /// after every reconnect.
     ///
     /// # Errors
@@ -162,7 +169,6 @@ impl Redis {
         let sub = b
             .build_subscriber_client()
             .map_err(|_| ConnectError::BadUrl)?;
-        let _ = sub.manage_subscriptions();
         Ok(sub)
     }
 

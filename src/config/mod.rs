@@ -122,7 +122,7 @@ impl ClusterConfig {
 
     fn check(&self, r: &mut Rules) {
         let url = self.redis_url.expose_secret().trim();
-        if !url.is_empty() && !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
             // Never the value: it may hold a password.
             r.fail(
                 "cluster.redis_url",
@@ -1422,6 +1422,37 @@ pub(crate) mod tests {
         assert_eq!(
             config.auth.jwt_secret.expose_secret(),
             "12345678901234567890123456789012345"
+        );
+    }
+
+    #[test]
+    fn the_redis_url_is_a_secret_and_a_bad_one_is_refused_without_its_value() {
+        let config = load(&[]).expect("parse");
+        assert!(!config.cluster.enabled(), "one process by default");
+        let url = "redis://:hunter2-very-secret@10.0.0.5:6379";
+        let config = load(&[(ENV_REDIS_URL, url)]).expect("parse");
+        assert!(config.cluster.enabled());
+        assert_eq!(config.cluster.redis_url.expose_secret(), url);
+        config.validate().expect("a valid cluster config");
+
+        let mut bad = config.clone();
+        bad.cluster.redis_url = "http://:hunter2-very-secret@10.0.0.5".to_string().into();
+        bad.cluster.node_id = "node 1!".into();
+        bad.cluster.heartbeat_ms = 2000;
+        let problems = bad.validate().expect_err("refused").0;
+        let text = format!("{problems:?}");
+        assert!(!text.contains("hunter2"), "no secret in problems: {text}");
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"cluster.redis_url"), "{keys:?}");
+        assert!(keys.contains(&"cluster.node_id"), "{keys:?}");
+        assert!(
+            keys.contains(&"cluster.node_timeout_ms"),
+            "5000 ms is less than three 2000 ms heartbeats: {keys:?}"
+        );
+        let a = config.cluster.node_id();
+        assert!(
+            a.starts_with("node-") && a != config.cluster.node_id(),
+            "random per start"
         );
     }
 

@@ -12,7 +12,6 @@ use super::ApiState;
 use super::error::ApiError;
 use super::extract::CurrentUser;
 use crate::domain::{DisplayName, UserId, Username};
-use crate::signaling::calls::is_online;
 
 /// Most contacts one answer lists (the first by id; each is one directory
 /// lookup, so the answer's cost is bounded however large the groups are).
@@ -46,7 +45,7 @@ pub async fn list(
         // A member id with no user behind it (deleted elsewhere) is skipped.
         if let Some(user) = state.store.user(&id).await? {
             contacts.push(ContactView {
-                online: is_online(&state.io, &user.id),
+                online: state.io.is_online_here(&user.id),
                 id: user.id,
                 username: user.username,
                 display_name: user.display_name,

@@ -42,7 +42,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidState => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        ErrorCode::LimitReached => StatusCode::CONFLICT,
+        ErrorCode::LimitReached | ErrorCode::ReadOnly => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::ServerBusy | ErrorCode::Unavailable | ErrorCode::StoreUnavailable => {
             StatusCode::SERVICE_UNAVAILABLE

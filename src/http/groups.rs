@@ -25,7 +25,6 @@ use std::collections::HashSet;
 
 use crate::domain::{GroupId, GroupName, UserId};
 use crate::error::{ClientError, ErrorCode};
-use crate::signaling::{calls, rooms};
 use crate::store::{Group, NewGroup};
 
 /// Most members a group can be created with in one request.
@@ -159,7 +158,7 @@ pub async fn create(
         })
         .await?;
     for member in &group.members {
-        rooms::join_group(&state.io, member, &group.id).await;
+        state.io.join_group(member, &group.id).await;
     }
     tracing::info!(user_id = %me.id, group_id = %group.id, "group created");
     Ok((StatusCode::CREATED, Json(group.into())))
@@ -205,7 +204,7 @@ pub async fn add_member(
     }
     has_room_for_one_more(&state, &user).await?;
     state.store.add_member(&id, &user).await?;
-    rooms::join_group(&state.io, &user, &id).await;
+    state.io.join_group(&user, &id).await;
     tracing::info!(user_id = %me.id, group_id = %id, member = %user, "member added");
     Ok(Json(group_for_member(&state, &id, &me.id).await?.into()))
 }
@@ -239,9 +238,9 @@ pub async fn remove_member(
     if !state.store.remove_member(&id, &user).await? {
         return Err(ClientError::new(ErrorCode::NotFound).into());
     }
-    rooms::leave_group(&state.io, &user, &id).await;
+    state.io.leave_group(&user, &id).await;
     let outcome = state.hub.with_calls(|c| c.member_removed(&id, &user));
-    calls::apply(&state.io, &state.hub, outcome).await;
+    state.io.apply(&state.hub, outcome).await;
     tracing::info!(user_id = %me.id, group_id = %id, member = %user, "member removed");
     Ok(StatusCode::NO_CONTENT)
 }

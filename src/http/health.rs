@@ -7,9 +7,14 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::error::ApiError;
 
-/// Always 200 while the process serves requests.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// Always 200 while the process serves requests, with this node's id and
+/// whether it runs as a cluster node.
+pub async fn healthz(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "node": state.node.id,
+        "cluster": state.node.redis.is_some(),
+    }))
 }
 
 /// Prometheus metrics in the text exposition format.
@@ -29,10 +34,16 @@ pub async fn metrics(State(state): State<ApiState>) -> impl axum::response::Into
     )
 }
 
-/// 200 when the directory answers a ping, 503 `store_unavailable` (with
-/// `Retry-After`) when it does not answer within
-/// `store.mongodb.readyz_timeout_ms`.
+/// 200 when the directory answers a ping (and, on a cluster node, Redis
+/// too); 503 `store_unavailable` (with `Retry-After`) when the directory does
+/// not answer within `store.mongodb.readyz_timeout_ms`, 503 `unavailable`
+/// when Redis does not answer within `cluster.redis_timeout_ms`.
 pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await?;
-    Ok(Json(json!({ "status": "ready" })))
+    if let Some(redis) = &state.node.redis
+        && !redis.ping().await
+    {
+        return Err(crate::cluster::ClusterError::Unavailable.into());
+    }
+    Ok(Json(json!({ "status": "ready", "node": state.node.id })))
 }

@@ -24,7 +24,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::routing::{delete, get, post};
-use socketioxide::SocketIo;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
@@ -46,7 +45,7 @@ pub struct ApiState {
     /// Password hashing.
     pub hasher: PasswordHasher,
     /// The Socket.IO server, to move live sockets between group rooms.
-    pub io: SocketIo,
+    pub io: crate::signaling::io::Io,
     /// `auth.registration_open`.
     pub registration_open: bool,
     /// Rate limits.
@@ -57,6 +56,17 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The signaling hub (live calls, for metrics).
     pub hub: Arc<Hub>,
+    /// This node: its id, and Redis in cluster mode.
+    pub node: NodeInfo,
+}
+
+/// What the HTTP API knows of the node it runs on.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    /// The node id (`cluster.node_id`, or random at start).
+    pub id: Arc<str>,
+    /// Redis, in cluster mode.
+    pub redis: Option<crate::cluster::Redis>,
 }
 
 /// How long an API request may take before 408.

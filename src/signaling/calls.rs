@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 
@@ -38,14 +39,14 @@ fn forbidden_attempt(user: &UserId, event: &'static str, reason: &'static str) -
 }
 
 /// Delivers a transition's events and starts its timers.
-pub async fn apply(io: &SocketIo, hub: &Arc<Hub>, outcome: Outcome) {
+pub async fn apply<A: Adapter>(io: &SocketIo<A>, hub: &Arc<Hub>, outcome: Outcome) {
     deliver(io, outcome.emits).await;
     for (after, timer) in outcome.timers {
         spawn_timer(io.clone(), hub.clone(), after, timer);
     }
 }
 
-async fn deliver(io: &SocketIo, emits: Vec<Emit>) {
+async fn deliver<A: Adapter>(io: &SocketIo<A>, emits: Vec<Emit>) {
     for emit in emits {
         match emit.to {
             To::User(user) => {
@@ -61,10 +62,27 @@ async fn deliver(io: &SocketIo, emits: Vec<Emit>) {
                 }
             }
             To::UserExcept(user, sid) => {
-                for socket in rooms::user_sockets(io, &user) {
-                    if socket.id != sid {
-                        let _ = socket.emit(emit.event, &emit.payload);
+                let Some(ns) = rooms::namespace(io) else {
+                    return;
+                };
+                // The acting socket is on this node. Broadcasting from it
+                // excludes it on every node (its id travels with the
+                // broadcast); without it, nobody is left to exclude.
+                let sent = match ns.get_socket(sid) {
+                    Some(socket) => {
+                        socket
+                            .to(rooms::user_room(&user))
+                            .emit(emit.event, &emit.payload)
+                            .await
                     }
+                    None => {
+                        ns.to(rooms::user_room(&user))
+                            .emit(emit.event, &emit.payload)
+                            .await
+                    }
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, event = emit.event, "broadcast failed");
                 }
             }
             To::Socket(sid) => {
@@ -77,11 +95,16 @@ async fn deliver(io: &SocketIo, emits: Vec<Emit>) {
 }
 
 /// Whether `user` has a connected socket on this node.
-pub fn is_online(io: &SocketIo, user: &UserId) -> bool {
+pub fn is_online<A: Adapter>(io: &SocketIo<A>, user: &UserId) -> bool {
     !rooms::user_sockets(io, user).is_empty()
 }
 
-fn spawn_timer(io: SocketIo, hub: Arc<Hub>, after: std::time::Duration, timer: Timer) {
+fn spawn_timer<A: Adapter>(
+    io: SocketIo<A>,
+    hub: Arc<Hub>,
+    after: std::time::Duration,
+    timer: Timer,
+) {
     let ring = match timer {
         Timer::RingTimeout(call) => Some(call),
         _ => None,
@@ -111,9 +134,9 @@ fn spawn_timer(io: SocketIo, hub: Arc<Hub>, after: std::time::Duration, timer: T
 /// when the socket asked for one, else as `jitsiToken` to that socket alone.
 /// Never to a room, never to another socket. An RSA signature (about a
 /// millisecond) runs on the blocking pool, not on a runtime thread.
-async fn hand_over(
+async fn hand_over<A: Adapter>(
     hub: &Hub,
-    socket: &SocketRef,
+    socket: &SocketRef<A>,
     wants_ack: bool,
     body: Body,
     grant: Option<crate::jitsi::Grant>,
@@ -147,11 +170,11 @@ async fn hand_over(
 
 /// Answers the sender and delivers the outcome.
 #[allow(clippy::too_many_arguments)]
-async fn conclude(
-    socket: &SocketRef,
-    ack: AckSender,
+async fn conclude<A: Adapter>(
+    socket: &SocketRef<A>,
+    ack: AckSender<A>,
     wants_ack: bool,
-    io: &SocketIo,
+    io: &SocketIo<A>,
     hub: &Arc<Hub>,
     event: &'static str,
     result: Transition,
@@ -183,12 +206,12 @@ async fn conclude(
 }
 
 /// `initiateVideoCall({receiverId, roomName?, callerId?, ...})`.
-pub async fn initiate_video_call(
-    socket: SocketRef,
+pub async fn initiate_video_call<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     WantsAck(wants_ack): WantsAck,
-    io: SocketIo,
+    io: SocketIo<A>,
     State(hub): State<Arc<Hub>>,
 ) {
     let Some((me, ack)) = session::admitted(
@@ -220,10 +243,10 @@ pub async fn initiate_video_call(
     .await;
 }
 
-async fn initiate_direct(
+async fn initiate_direct<A: Adapter>(
     me: Arc<session::Session>,
     data: Result<Value, impl std::fmt::Display>,
-    io: &SocketIo,
+    io: &SocketIo<A>,
     hub: &Arc<Hub>,
     origin: Origin,
     ctx: &mut Map<String, Value>,
@@ -287,12 +310,12 @@ async fn initiate_direct(
 }
 
 /// `initiateGroupVideoCall({groupId, roomName?})`.
-pub async fn initiate_group_video_call(
-    socket: SocketRef,
+pub async fn initiate_group_video_call<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     WantsAck(wants_ack): WantsAck,
-    io: SocketIo,
+    io: SocketIo<A>,
     State(hub): State<Arc<Hub>>,
 ) {
     let Some((me, ack)) = session::admitted(
@@ -397,12 +420,12 @@ enum Control {
     End,
 }
 
-async fn control(
-    socket: SocketRef,
+async fn control<A: Adapter>(
+    socket: SocketRef<A>,
     data: Result<Value, impl std::fmt::Display>,
-    ack: AckSender,
+    ack: AckSender<A>,
     wants_ack: bool,
-    io: SocketIo,
+    io: SocketIo<A>,
     hub: Arc<Hub>,
     which: Control,
 ) {
@@ -473,36 +496,36 @@ async fn still_member(hub: &Hub, call: CallId, user: &UserId) -> Result<(), Refu
 }
 
 /// `acceptVideoCall({callId? | roomName?})`.
-pub async fn accept_video_call(
-    socket: SocketRef,
+pub async fn accept_video_call<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     WantsAck(wants_ack): WantsAck,
-    io: SocketIo,
+    io: SocketIo<A>,
     State(hub): State<Arc<Hub>>,
 ) {
     control(socket, data, ack, wants_ack, io, hub, Control::Accept).await;
 }
 
 /// `rejectVideoCall({callId? | roomName?})`.
-pub async fn reject_video_call(
-    socket: SocketRef,
+pub async fn reject_video_call<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     WantsAck(wants_ack): WantsAck,
-    io: SocketIo,
+    io: SocketIo<A>,
     State(hub): State<Arc<Hub>>,
 ) {
     control(socket, data, ack, wants_ack, io, hub, Control::Reject).await;
 }
 
 /// `endVideoCall({callId? | roomName?, endForAll?})`.
-pub async fn end_video_call(
-    socket: SocketRef,
+pub async fn end_video_call<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     WantsAck(wants_ack): WantsAck,
-    io: SocketIo,
+    io: SocketIo<A>,
     State(hub): State<Arc<Hub>>,
 ) {
     control(socket, data, ack, wants_ack, io, hub, Control::End).await;
@@ -511,10 +534,10 @@ pub async fn end_video_call(
 /// `refreshJitsiToken({callId})`: the sender's own room token for a live call
 /// they are in (after a page reload), in the ack or as `jitsiToken`.
 /// `not_found` for anyone else, exactly as for a call that does not exist.
-pub async fn refresh_jitsi_token(
-    socket: SocketRef,
+pub async fn refresh_jitsi_token<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     WantsAck(wants_ack): WantsAck,
     State(hub): State<Arc<Hub>>,
 ) {
@@ -556,7 +579,7 @@ pub async fn refresh_jitsi_token(
 
 /// After the handshake: a user with live calls gets `activeVideoCalls`, and
 /// pending grace timers for them stand down.
-pub fn on_connected(socket: &SocketRef, hub: &Arc<Hub>) {
+pub fn on_connected<A: Adapter>(socket: &SocketRef<A>, hub: &Arc<Hub>) {
     let Ok(me) = session::current(socket) else {
         return;
     };
@@ -567,9 +590,9 @@ pub fn on_connected(socket: &SocketRef, hub: &Arc<Hub>) {
 }
 
 /// A socket went away: if it was the user's last, their calls' grace timers start.
-pub async fn on_disconnect(
-    socket: SocketRef,
-    io: SocketIo,
+pub async fn on_disconnect<A: Adapter>(
+    socket: SocketRef<A>,
+    io: SocketIo<A>,
     reason: DisconnectReason,
     State(hub): State<Arc<Hub>>,
 ) {

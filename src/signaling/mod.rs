@@ -3,6 +3,7 @@
 
 pub mod calls;
 pub mod events;
+pub mod io;
 pub mod payload;
 pub mod registry;
 pub mod reply;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Map, Value};
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::ConnectHandler;
 
@@ -124,12 +126,13 @@ impl Hub {
 
 /// Tells every connected socket the server is going away
 /// (`serverShutdown`), then closes them all.
-pub async fn shutdown(io: &SocketIo) {
+pub async fn shutdown<A: Adapter>(io: &SocketIo<A>) {
     let notice = serde_json::json!({ "code": "server_shutdown", "message": "the server is restarting; reconnect shortly" });
     let Some(ns) = rooms::namespace(io) else {
         return;
     };
-    if let Err(e) = ns.emit(events::SERVER_SHUTDOWN, &notice).await {
+    // This node's sockets only: in cluster mode a plain emit reaches every node.
+    if let Err(e) = ns.local().emit(events::SERVER_SHUTDOWN, &notice).await {
         tracing::debug!(error = %e, "shutdown notice not delivered to every socket");
     }
     io.close().await;
@@ -151,10 +154,26 @@ pub fn attach(io: &SocketIo) {
     io.ns("/", on_connect.with(session::authenticate));
 }
 
+/// [`attach`] on a cluster node: the Redis adapter subscribes to its channels
+/// before the namespace serves anyone.
+///
+/// # Errors
+/// Redis refused the subscriptions.
+pub async fn attach_cluster(
+    io: &SocketIo<crate::cluster::ClusterAdapter>,
+) -> Result<(), crate::cluster::ClusterError> {
+    io.ns("/", on_connect.with(session::authenticate))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "the cluster adapter could not subscribe");
+            crate::cluster::ClusterError::Unavailable
+        })
+}
+
 /// Runs after the handshake was accepted and CONNECT was sent. Handlers are
 /// already registered by then (see [`session`]).
-async fn on_connect(
-    socket: SocketRef,
+async fn on_connect<A: Adapter>(
+    socket: SocketRef<A>,
     socketioxide::extract::State(hub): socketioxide::extract::State<Arc<Hub>>,
 ) {
     if let Ok(s) = session::current(&socket) {
@@ -164,30 +183,30 @@ async fn on_connect(
 }
 
 /// Registers every event handler on a socket that passed the handshake.
-pub(crate) fn register_handlers(socket: &SocketRef) {
-    socket.on(events::USER_ONLINE, rooms::user_online);
-    socket.on(events::JOIN_VIDEO_ROOM, rooms::join_video_room);
-    socket.on(events::JOIN_GROUP, rooms::join_group_event);
-    socket.on(events::LEAVE_GROUP, rooms::leave_group_event);
-    socket.on(events::GROUP_CREATED, rooms::group_created);
-    socket.on(events::INITIATE_VIDEO_CALL, calls::initiate_video_call);
+pub(crate) fn register_handlers<A: Adapter>(socket: &SocketRef<A>) {
+    socket.on(events::USER_ONLINE, rooms::user_online::<A>);
+    socket.on(events::JOIN_VIDEO_ROOM, rooms::join_video_room::<A>);
+    socket.on(events::JOIN_GROUP, rooms::join_group_event::<A>);
+    socket.on(events::LEAVE_GROUP, rooms::leave_group_event::<A>);
+    socket.on(events::GROUP_CREATED, rooms::group_created::<A>);
+    socket.on(events::INITIATE_VIDEO_CALL, calls::initiate_video_call::<A>);
     socket.on(
         events::INITIATE_GROUP_VIDEO_CALL,
-        calls::initiate_group_video_call,
+        calls::initiate_group_video_call::<A>,
     );
-    socket.on(events::ACCEPT_VIDEO_CALL, calls::accept_video_call);
-    socket.on(events::REJECT_VIDEO_CALL, calls::reject_video_call);
-    socket.on(events::END_VIDEO_CALL, calls::end_video_call);
-    socket.on(events::REFRESH_JITSI_TOKEN, calls::refresh_jitsi_token);
-    socket.on_disconnect(calls::on_disconnect);
-    socket.on_fallback(unknown_event);
+    socket.on(events::ACCEPT_VIDEO_CALL, calls::accept_video_call::<A>);
+    socket.on(events::REJECT_VIDEO_CALL, calls::reject_video_call::<A>);
+    socket.on(events::END_VIDEO_CALL, calls::end_video_call::<A>);
+    socket.on(events::REFRESH_JITSI_TOKEN, calls::refresh_jitsi_token::<A>);
+    socket.on_disconnect(calls::on_disconnect::<A>);
+    socket.on_fallback(unknown_event::<A>);
 }
 
 /// Any other event: `bad_request` by ack and `error` event, so a client that
 /// waits for an ack is not left hanging.
-async fn unknown_event(
-    socket: SocketRef,
-    ack: AckSender,
+async fn unknown_event<A: Adapter>(
+    socket: SocketRef<A>,
+    ack: AckSender<A>,
     socketioxide::extract::State(hub): socketioxide::extract::State<Arc<Hub>>,
 ) {
     let error = ClientError::bad_field("event", "is not one callgate handles");

@@ -51,7 +51,12 @@ struct OkReply<T> {
 
 /// Sends `{ok: true, ...fields}` as the ack; `fields` serialises as a map
 /// (a JSON object or a struct).
-pub fn ok<T: Serialize>(metrics: &Metrics, event: &'static str, ack: AckSender, fields: T) {
+pub fn ok<A: Adapter, T: Serialize>(
+    metrics: &Metrics,
+    event: &'static str,
+    ack: AckSender<A>,
+    fields: T,
+) {
     metrics.event(event, "ok");
     // A client that asked for no ack gets none; a closed socket is not an error here.
     let _ = ack.send(&OkReply { ok: true, fields });
@@ -62,10 +67,10 @@ const ERROR_DETAILS: &[&str] = &["retryAfterMs"];
 
 /// Reports `error` by ack and by event on the sending socket. `context`
 /// carries extra fields for the event and ack (e.g. `callId`, `existingCallId`).
-pub fn fail(
+pub fn fail<A: Adapter>(
     metrics: &Metrics,
-    socket: &SocketRef,
-    ack: AckSender,
+    socket: &SocketRef<A>,
+    ack: AckSender<A>,
     event: &'static str,
     channel: Channel,
     error: &ClientError,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 
 use super::reply::{self, Channel};
@@ -34,19 +35,24 @@ pub fn group_room(group: &GroupId) -> String {
 /// The default namespace, or `None` once the server has closed it
 /// (socketioxide's `io.to`, `io.within` and `io.get_socket` panic then, and
 /// disconnects can still be running during a shutdown).
-pub fn namespace(io: &SocketIo) -> Option<socketioxide::operators::BroadcastOperators> {
+pub fn namespace<A: Adapter>(
+    io: &SocketIo<A>,
+) -> Option<socketioxide::operators::BroadcastOperators<A>> {
     io.of("/")
 }
 
 /// Every live socket of `user`.
-pub fn user_sockets(io: &SocketIo, user: &UserId) -> Vec<socketioxide::extract::SocketRef> {
+pub fn user_sockets<A: Adapter>(
+    io: &SocketIo<A>,
+    user: &UserId,
+) -> Vec<socketioxide::extract::SocketRef<A>> {
     namespace(io)
         .map(|ns| ns.within(user_room(user)).sockets())
         .unwrap_or_default()
 }
 
 /// Joins every live socket of `user` to the group's room.
-pub async fn join_group(io: &SocketIo, user: &UserId, group: &GroupId) {
+pub async fn join_group<A: Adapter>(io: &SocketIo<A>, user: &UserId, group: &GroupId) {
     let Some(ns) = namespace(io) else { return };
     if let Err(e) = ns.to(user_room(user)).join(group_room(group)).await {
         tracing::warn!(error = ?e, "could not join sockets to group room");
@@ -54,14 +60,20 @@ pub async fn join_group(io: &SocketIo, user: &UserId, group: &GroupId) {
 }
 
 /// Removes every live socket of `user` from the group's room.
-pub async fn leave_group(io: &SocketIo, user: &UserId, group: &GroupId) {
+pub async fn leave_group<A: Adapter>(io: &SocketIo<A>, user: &UserId, group: &GroupId) {
     let Some(ns) = namespace(io) else { return };
     if let Err(e) = ns.to(user_room(user)).leave(group_room(group)).await {
         tracing::warn!(error = ?e, "could not remove sockets from group room");
     }
 }
 
-fn fail(hub: &Hub, socket: &SocketRef, ack: AckSender, event: &'static str, error: &ClientError) {
+fn fail<A: Adapter>(
+    hub: &Hub,
+    socket: &SocketRef<A>,
+    ack: AckSender<A>,
+    event: &'static str,
+    error: &ClientError,
+) {
     reply::fail(
         &hub.metrics,
         socket,
@@ -93,10 +105,10 @@ fn must_be_self(
 
 /// `userOnline(userId)`: own id (or none) only; re-syncs the socket's group
 /// rooms from the directory. Ack `{ok, groups: [ids]}`.
-pub async fn user_online(
-    socket: SocketRef,
+pub async fn user_online<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     State(hub): State<Arc<Hub>>,
 ) {
     let Some((me, ack)) = session::admitted(
@@ -138,10 +150,10 @@ pub async fn user_online(
 
 /// `joinVideoRoom({userId})`: own id only. The socket is already in its user
 /// room since the handshake, so there is nothing else to do.
-pub async fn join_video_room(
-    socket: SocketRef,
+pub async fn join_video_room<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     State(hub): State<Arc<Hub>>,
 ) {
     let Some((me, ack)) = session::admitted(
@@ -166,10 +178,10 @@ pub async fn join_video_room(
 
 /// `joinGroup(groupId)`: joins the group's room if the directory says the
 /// sender is a member; `not_found` otherwise.
-pub async fn join_group_event(
-    socket: SocketRef,
+pub async fn join_group_event<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     State(hub): State<Arc<Hub>>,
 ) {
     let Some((me, ack)) = session::admitted(
@@ -208,10 +220,10 @@ pub async fn join_group_event(
 }
 
 /// `leaveGroup(groupId)`: leaves the group's room (harmless if not in it).
-pub async fn leave_group_event(
-    socket: SocketRef,
+pub async fn leave_group_event<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     State(hub): State<Arc<Hub>>,
 ) {
     let Some((_, ack)) = session::admitted(
@@ -241,11 +253,11 @@ pub async fn leave_group_event(
 
 /// `groupCreated({groupId, memberIds})`: the sender must be a member; every
 /// online member (from the directory, not the payload) joins the group's room.
-pub async fn group_created(
-    socket: SocketRef,
+pub async fn group_created<A: Adapter>(
+    socket: SocketRef<A>,
     TryData(data): TryData<Value>,
-    ack: AckSender,
-    io: SocketIo,
+    ack: AckSender<A>,
+    io: SocketIo<A>,
     State(hub): State<Arc<Hub>>,
 ) {
     let Some((me, ack)) = session::admitted(

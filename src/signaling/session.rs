@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 
 use super::registry::Refusal;
@@ -103,7 +104,7 @@ fn presented_token<'a>(
 }
 
 /// The client address of a socket's opening request.
-fn socket_ip(socket: &SocketRef, hub: &Hub) -> IpAddr {
+fn socket_ip<A: Adapter>(socket: &SocketRef<A>, hub: &Hub) -> IpAddr {
     let parts = socket.req_parts();
     // Set by the transport gate, which drops the forwarding headers.
     if let Some(addr) = parts.extensions.get::<crate::http::client_ip::ClientAddr>() {
@@ -118,9 +119,9 @@ fn socket_ip(socket: &SocketRef, hub: &Hub) -> IpAddr {
 
 /// The connect middleware. See the module docs. Refusals are counted in
 /// the `handshake_failures` metric by code.
-pub async fn authenticate(
-    socket: SocketRef,
-    io: SocketIo,
+pub async fn authenticate<A: Adapter>(
+    socket: SocketRef<A>,
+    io: SocketIo<A>,
     auth: TryData<Value>,
     State(hub): State<Arc<Hub>>,
 ) -> Result<(), ConnectError> {
@@ -144,9 +145,9 @@ impl ConnectError {
     }
 }
 
-async fn admit_socket(
-    socket: SocketRef,
-    io: SocketIo,
+async fn admit_socket<A: Adapter>(
+    socket: SocketRef<A>,
+    io: SocketIo<A>,
     TryData(auth): TryData<Value>,
     hub: &Hub,
 ) -> Result<(), ConnectError> {
@@ -222,8 +223,8 @@ async fn admit_socket(
 /// When the token expires, tells the socket (`tokenExpired`) and disconnects
 /// it. Holds only the server handle and the socket id, so it keeps nothing
 /// alive; the socket's guard aborts it when the socket goes first.
-fn spawn_expiry(
-    io: SocketIo,
+fn spawn_expiry<A: Adapter>(
+    io: SocketIo<A>,
     sid: socketioxide::socket::Sid,
     expires_at: u64,
 ) -> tokio::task::AbortHandle {
@@ -245,13 +246,13 @@ fn spawn_expiry(
     .abort_handle()
 }
 
-fn current_unchecked(socket: &SocketRef) -> Result<Arc<Session>, ClientError> {
+fn current_unchecked<A: Adapter>(socket: &SocketRef<A>) -> Result<Arc<Session>, ClientError> {
     of(socket).ok_or(ClientError::new(ErrorCode::Unauthorized))
 }
 
 /// The session the handshake stored on `socket`, expired or not (shared:
 /// reading it per event costs a reference count, not a copy).
-pub fn of(socket: &SocketRef) -> Option<Arc<Session>> {
+pub fn of<A: Adapter>(socket: &SocketRef<A>) -> Option<Arc<Session>> {
     socket.extensions.get::<Arc<Session>>()
 }
 
@@ -266,11 +267,11 @@ pub struct Refused {
 impl Refused {
     /// Answers the sender (ack and error event), then disconnects it when it
     /// kept hammering after being limited.
-    pub fn reply(
+    pub fn reply<A: Adapter>(
         self,
         metrics: &crate::metrics::Metrics,
-        socket: SocketRef,
-        ack: AckSender,
+        socket: SocketRef<A>,
+        ack: AckSender<A>,
         event: &'static str,
         channel: Channel,
     ) {
@@ -305,8 +306,8 @@ impl From<ClientError> for Refused {
 /// # Errors
 /// `token_expired`, `unauthorized`, or `rate_limited` with `retryAfterMs`
 /// (and a disconnect after `rate_limits.disconnect_after` in a row).
-pub fn admit(
-    socket: &SocketRef,
+pub fn admit<A: Adapter>(
+    socket: &SocketRef<A>,
     hub: &Hub,
     class: EventClass,
     event: &'static str,
@@ -342,14 +343,14 @@ pub fn admit(
 
 /// [`admit`], answering the refusal itself: `None` means the event was
 /// refused and answered, and the handler has nothing more to do.
-pub fn admitted(
-    socket: &SocketRef,
+pub fn admitted<A: Adapter>(
+    socket: &SocketRef<A>,
     hub: &Hub,
     class: EventClass,
     event: &'static str,
     channel: Channel,
-    ack: AckSender,
-) -> Option<(Arc<Session>, AckSender)> {
+    ack: AckSender<A>,
+) -> Option<(Arc<Session>, AckSender<A>)> {
     match admit(socket, hub, class, event) {
         Ok(me) => Some((me, ack)),
         Err(refused) => {
@@ -365,7 +366,7 @@ pub fn admitted(
 /// # Errors
 /// `unauthorized` with no session (cannot happen after the middleware), and
 /// `token_expired` past the token's `exp`.
-pub fn current(socket: &SocketRef) -> Result<Arc<Session>, ClientError> {
+pub fn current<A: Adapter>(socket: &SocketRef<A>) -> Result<Arc<Session>, ClientError> {
     let session = current_unchecked(socket)?;
     if now_secs() >= session.expires_at {
         return Err(ClientError::new(ErrorCode::TokenExpired));
@@ -381,7 +382,7 @@ const RECHECK_CHUNK: usize = 500;
 /// `period` plus one directory round trip, not when their token expires.
 /// Stops when the server closes. A directory that fails is retried at the
 /// next tick, and nobody is disconnected for it.
-pub fn spawn_recheck(io: SocketIo, store: crate::store::Store, period: Duration) {
+pub fn spawn_recheck<A: Adapter>(io: SocketIo<A>, store: crate::store::Store, period: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -391,7 +392,7 @@ pub fn spawn_recheck(io: SocketIo, store: crate::store::Store, period: Duration)
             let Some(ns) = rooms::namespace(&io) else {
                 break;
             };
-            let mut by_user: std::collections::HashMap<UserId, Vec<SocketRef>> =
+            let mut by_user: std::collections::HashMap<UserId, Vec<SocketRef<A>>> =
                 std::collections::HashMap::new();
             for socket in ns.sockets() {
                 if let Some(s) = of(&socket) {

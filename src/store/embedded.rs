@@ -41,6 +41,10 @@ impl Directory {
 #[derive(Debug, Clone, Default)]
 pub struct EmbeddedStore {
     inner: Arc<RwLock<Directory>>,
+    /// Cluster mode: each node holds its own copy of the seed, so a change
+    /// on one node would silently diverge from the others. Every write is
+    /// refused instead ([`StoreError::ReadOnly`]).
+    read_only: bool,
 }
 
 fn poisoned<T>(_: T) -> StoreError {
@@ -51,6 +55,21 @@ impl EmbeddedStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same store, refusing every write through the API (cluster mode).
+    #[must_use]
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
+    fn writable(&self) -> StoreResult<()> {
+        if self.read_only {
+            Err(StoreError::ReadOnly)
+        } else {
+            Ok(())
+        }
     }
 
     /// A store loaded from a checked seed. `hash` turns a seed's plain
@@ -91,6 +110,7 @@ impl EmbeddedStore {
         }
         Ok(Self {
             inner: Arc::new(RwLock::new(dir)),
+            read_only: false,
         })
     }
 
@@ -142,6 +162,7 @@ impl EmbeddedStore {
     }
 
     pub(crate) async fn create_user(&self, new: NewUser) -> StoreResult<User> {
+        self.writable()?;
         let mut dir = self.inner.write().map_err(poisoned)?;
         if dir.by_username.contains_key(&new.username) {
             return Err(StoreError::UsernameTaken);
@@ -179,6 +200,7 @@ impl EmbeddedStore {
     }
 
     pub(crate) async fn create_group(&self, new: NewGroup) -> StoreResult<Group> {
+        self.writable()?;
         let mut dir = self.inner.write().map_err(poisoned)?;
         let id = loop {
             let id = GroupId::parse(&super::new_object_id())
@@ -198,6 +220,7 @@ impl EmbeddedStore {
     }
 
     pub(crate) async fn add_member(&self, group: &GroupId, user: &UserId) -> StoreResult<bool> {
+        self.writable()?;
         let mut dir = self.inner.write().map_err(poisoned)?;
         let g = dir.groups.get_mut(group).ok_or(StoreError::GroupNotFound)?;
         if g.has_member(user) {
@@ -212,6 +235,7 @@ impl EmbeddedStore {
     }
 
     pub(crate) async fn remove_member(&self, group: &GroupId, user: &UserId) -> StoreResult<bool> {
+        self.writable()?;
         let mut dir = self.inner.write().map_err(poisoned)?;
         let g = dir.groups.get_mut(group).ok_or(StoreError::GroupNotFound)?;
         let before = g.members.len();
@@ -227,6 +251,7 @@ impl EmbeddedStore {
     }
 
     pub(crate) async fn set_owner(&self, group: &GroupId, owner: &UserId) -> StoreResult<bool> {
+        self.writable()?;
         let mut dir = self.inner.write().map_err(poisoned)?;
         let g = dir.groups.get_mut(group).ok_or(StoreError::GroupNotFound)?;
         if !g.has_member(owner) {
@@ -253,5 +278,44 @@ impl EmbeddedStore {
             }
             None => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_only_store_refuses_every_write_and_changes_nothing() {
+        let seed = Seed::parse(
+            r#"{"users":[{"id":"u1","username":"alice","displayName":"Alice","passwordHash":"$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2g"},
+                {"id":"u2","username":"bob","displayName":"Bob","passwordHash":"$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2g"}],
+               "groups":[{"id":"g1","name":"Team","members":["u1"],"owner":"u1"}]}"#,
+        )
+        .expect("seed");
+        let store = EmbeddedStore::from_seed(seed, |p| Ok::<_, ()>(p.to_string()))
+            .expect("store")
+            .read_only();
+        let g1 = GroupId::parse("g1").expect("id");
+        let u1 = UserId::parse("u1").expect("id");
+        let u2 = UserId::parse("u2").expect("id");
+        assert!(matches!(
+            store.add_member(&g1, &u2).await,
+            Err(StoreError::ReadOnly)
+        ));
+        assert!(matches!(
+            store.remove_member(&g1, &u1).await,
+            Err(StoreError::ReadOnly)
+        ));
+        assert!(matches!(
+            store.set_owner(&g1, &u1).await,
+            Err(StoreError::ReadOnly)
+        ));
+        let group = store.group(&g1).await.expect("read").expect("group");
+        assert_eq!(group.members, vec![u1.clone()], "nothing changed");
+        // Reads still work: the seed is the directory.
+        assert!(store.user(&u2).await.expect("read").is_some());
     }
 }

@@ -103,6 +103,10 @@ pub enum StoreError {
     /// for logs only. Clients get `unavailable` / 503 `store_unavailable`.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write to the embedded directory of a cluster node: each node has
+    /// its own copy, so writes are refused rather than left to diverge.
+    #[error("the embedded directory is read-only in cluster mode")]
+    ReadOnly,
 }
 
 /// Result of a store call.

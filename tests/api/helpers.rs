@@ -310,7 +310,7 @@ impl TestServer {
         let app = App::build(config, policy).await.expect("server builds");
         let addr = app.local_addr().expect("addr");
         let store = app.store().clone();
-        let io = app.io().clone();
+        let io = app.io().local().expect("a single-process server").clone();
         let hub = app.hub().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {

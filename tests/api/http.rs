@@ -383,13 +383,15 @@ async fn a_membership_change_reaches_live_sockets_at_once() {
 #[tokio::test]
 async fn health_and_readiness_answer() {
     let server = TestServer::spawn().await;
-    assert_eq!(
-        server.get("/healthz", None).await,
-        (200, json!({"status": "ok"}))
-    );
+    let (status, health) = server.get("/healthz", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["cluster"], false, "one process, no Redis");
+    let node = health["node"].as_str().expect("the node id");
+    assert!(node.starts_with("node-"), "a random id: {node}");
     assert_eq!(
         server.get("/readyz", None).await,
-        (200, json!({"status": "ready"}))
+        (200, json!({"status": "ready", "node": node}))
     );
 }
 
