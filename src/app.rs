@@ -47,6 +47,9 @@ pub enum BuildError {
     /// Cluster mode could not reach Redis (the message never quotes the URL).
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ConnectError),
+    /// Cluster mode could not register this node (Redis, or a duplicate node id).
+    #[error("cluster: {0}")]
+    Node(#[from] crate::cluster::nodes::StartError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -243,6 +246,17 @@ impl App {
         } else {
             None
         };
+        if let Some(redis) = &redis {
+            // The lease first: presence and caps are written under it.
+            let admission = crate::cluster::admission::Admission::start(
+                redis.clone(),
+                &config.cluster,
+                &policy.rate_limits,
+                &limits,
+            )
+            .await?;
+            hub.set_cluster(admission);
+        }
         let sio = &config.socketio;
         let mut builder = SocketIo::builder()
             .with_state(hub.clone())
@@ -286,6 +300,9 @@ impl App {
                     "subscriptions refused".into(),
                 )
             })?;
+            if let Some(cluster) = hub.cluster() {
+                cluster.set_hooks(signaling::liveness::NodeHooks::new(io.clone(), &hub));
+            }
             // From now on every reconnect resubscribes the adapter's channels.
             drop(subscriber.manage_subscriptions());
             tracing::info!(node = %node_id, "cluster mode: Redis adapter attached");
@@ -439,7 +456,7 @@ impl App {
             self.router,
             settings,
             shutdown,
-            on_shutdown(self.io),
+            on_shutdown(self.io, self.hub.cluster().cloned()),
         )
         .await
     }
@@ -448,8 +465,14 @@ impl App {
 /// What Socket.IO clients get when the server stops: `serverShutdown`, then
 /// the close. It runs once the listener is closed, within
 /// `server.shutdown_grace_secs`.
-async fn on_shutdown(io: Io) {
+async fn on_shutdown(io: Io, cluster: Option<crate::cluster::admission::Admission>) {
     io.shutdown().await;
+    // Cluster mode: what this node held is released now, its users reported
+    // offline while its lease still holds, then the lease goes (the sockets'
+    // own disconnect handlers may still be running: both are idempotent).
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
 }
 
 /// Listen backlog: a burst of connects (a reconnect storm after a restart)

@@ -4,6 +4,7 @@
 pub mod calls;
 pub mod events;
 pub mod io;
+pub mod liveness;
 pub mod payload;
 pub mod registry;
 pub mod reply;
@@ -11,7 +12,7 @@ pub mod rooms;
 pub mod session;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde_json::{Map, Value};
 use socketioxide::SocketIo;
@@ -52,6 +53,9 @@ pub struct Hub {
     /// aborted when the call ends: a call answered in a second must not
     /// keep a sleeping task (and its memory) for the rest of the ring time.
     ring_timers: Mutex<HashMap<CallId, tokio::task::AbortHandle>>,
+    /// Cluster mode: the cluster-wide checks (liveness, presence and caps,
+    /// rate limits). Unset in one process.
+    cluster: OnceLock<crate::cluster::admission::Admission>,
 }
 
 impl Hub {
@@ -74,7 +78,19 @@ impl Hub {
             jitsi,
             calls: Mutex::new(Registry::new(policy)),
             ring_timers: Mutex::new(HashMap::new()),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: installs the cluster-wide checks (once, at start-up,
+    /// before the server accepts sockets).
+    pub fn set_cluster(&self, admission: crate::cluster::admission::Admission) {
+        let _ = self.cluster.set(admission);
+    }
+
+    /// The cluster-wide checks, in cluster mode.
+    pub fn cluster(&self) -> Option<&crate::cluster::admission::Admission> {
+        self.cluster.get()
     }
 
     /// Runs `f` with the registry locked. `f` is synchronous, so the lock can
