@@ -1,9 +1,10 @@
 //! What a cluster node does when the cluster tells it to: the
 //! [`Hooks`] of [`crate::cluster::nodes`].
 //!
-//! - Fenced (its lease lost): every local socket is disconnected, so its
-//!   client reconnects to a live node (a fenced node refuses handshakes
-//!   until it has rejoined).
+//! - Fenced (its lease lost): every local socket gets `serverShutdown` (as
+//!   in a rolling restart) and is disconnected, so its client reconnects,
+//!   to a live node (a fenced node refuses handshakes and answers 503 on
+//!   `/readyz` until it has rejoined).
 //! - A user has no socket left anywhere (their last socket's release, or a
 //!   dead node's cleanup): the call state's "went offline" transition runs,
 //!   which starts the ringing and reconnect graces of their calls.
@@ -15,7 +16,7 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 
 use super::registry::Outcome;
-use super::{Hub, calls, rooms};
+use super::{Hub, calls, events, rooms};
 use crate::cluster::nodes::Hooks;
 use crate::domain::UserId;
 
@@ -48,7 +49,14 @@ impl<A: Adapter> Hooks for NodeHooks<A> {
                 sockets = sockets.len(),
                 "fenced: disconnecting every local socket"
             );
+            // The rolling-restart notice first: clients reconnect on it (a
+            // server-side disconnect alone tells socket.io-client not to).
+            let notice = serde_json::json!({
+                "code": "server_shutdown",
+                "message": "this server is rejoining the cluster; reconnect shortly",
+            });
             for socket in sockets {
+                let _ = socket.emit(events::SERVER_SHUTDOWN, &notice);
                 let _ = socket.disconnect();
             }
         })
