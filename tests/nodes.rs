@@ -331,6 +331,12 @@ async fn redis_a_dead_node_is_cleaned_up_once_by_one_live_node_within_the_bound(
     assert!(!on_b.online(&alice).await.unwrap());
     assert!(on_b.online(&bob).await.unwrap());
     assert_eq!(
+        on_b.online_many(&[alice.clone(), bob.clone(), carol.clone()])
+            .await
+            .unwrap(),
+        vec![false, true, false]
+    );
+    assert_eq!(
         rec.disconnects("b") + rec.disconnects("c"),
         0,
         "live nodes stay up"

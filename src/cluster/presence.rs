@@ -85,6 +85,16 @@ return live_sum(KEYS[2])
 /// KEYS: user hash. ARGV: prefix. The user's sockets on live nodes.
 static ONLINE: Script = Script::new(concat!(live_sum!(), "return live_sum(KEYS[1])\n"));
 
+/// KEYS: user hashes. ARGV: prefix. Each user's sockets on live nodes.
+static ONLINE_MANY: Script = Script::new(concat!(
+    live_sum!(),
+    r"
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = live_sum(key) end
+return out
+"
+));
+
 /// Why a cluster-wide slot was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AcquireError {
@@ -198,6 +208,28 @@ impl Presence {
             )
             .await?;
         Ok(n > 0)
+    }
+
+    /// Whether each of `users` has a socket on any live node (one round trip).
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`].
+    pub async fn online_many(&self, users: &[UserId]) -> Result<Vec<bool>, ClusterError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let redis = self.nodes.redis();
+        let keys = users
+            .iter()
+            .map(|u| redis.key(&format!("conn:user:{u}")))
+            .collect();
+        let counts: Vec<i64> = ONLINE_MANY
+            .run(redis, keys, vec![text(redis.prefix())])
+            .await?;
+        if counts.len() != users.len() {
+            return Err(ClusterError::Unavailable);
+        }
+        Ok(counts.into_iter().map(|n| n > 0).collect())
     }
 
     /// One release attempt. `Ok(true)`: the user has no socket left anywhere.
