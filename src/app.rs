@@ -24,6 +24,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::serve::{self, TlsReloader};
+use crate::signaling::call_store::CallStore;
 use crate::signaling::io::Io;
 use crate::signaling::{self, Hub};
 use crate::store::seed::{Seed, SeedError};
@@ -231,7 +232,13 @@ impl App {
         limits.set_groups(policy.groups);
         let metrics = Arc::new(Metrics::new());
         limits.spawn_cleanup(LIMITER_CLEANUP_PERIOD);
-        let hub = Arc::new(Hub::new(
+        let node_id: Arc<str> = config.cluster.node_id().into();
+        let redis = if config.cluster.enabled() {
+            Some(Redis::connect(&config.cluster, node_id.to_string()).await?)
+        } else {
+            None
+        };
+        let mut hub = Hub::new(
             store.clone(),
             keys.clone(),
             limits.clone(),
@@ -239,14 +246,10 @@ impl App {
             metrics.clone(),
             policy.calls.clone(),
             jitsi,
-        ));
-        let node_id: Arc<str> = config.cluster.node_id().into();
-        let redis = if config.cluster.enabled() {
-            Some(Redis::connect(&config.cluster, node_id.to_string()).await?)
-        } else {
-            None
-        };
+        );
         if let Some(redis) = &redis {
+            // One call state for the cluster, in Redis (see cluster::call_state).
+            hub = hub.with_call_store(CallStore::redis(redis.clone(), policy.calls.clone()));
             // The lease first: presence and caps are written under it.
             let admission = crate::cluster::admission::Admission::start(
                 redis.clone(),
@@ -257,6 +260,7 @@ impl App {
             .await?;
             hub.set_cluster(admission);
         }
+        let hub = Arc::new(hub);
         let sio = &config.socketio;
         let mut builder = SocketIo::builder()
             .with_state(hub.clone())
@@ -321,6 +325,18 @@ impl App {
             store.clone(),
             Duration::from_secs(config.auth.session_recheck_secs),
         );
+        if redis.is_some() {
+            // Cluster timers: this node claims and fires its share of p:timers,
+            // with cluster presence (one Redis round trip per timer user).
+            let online = hub
+                .cluster()
+                .map(|c| signaling::liveness::presence(c.presence.clone()));
+            drop(io.spawn_cluster_timers(
+                &hub,
+                Duration::from_millis(config.cluster.timer_poll_ms),
+                online,
+            ));
+        }
         let node = NodeInfo { id: node_id, redis };
 
         let api = ApiState {

@@ -13,6 +13,7 @@
 //! keys is listed in `docs/cluster.md`.
 
 pub mod admission;
+pub mod call_state;
 pub mod nodes;
 pub mod presence;
 pub mod rates;

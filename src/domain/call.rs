@@ -4,14 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{CallId, DisplayName, GroupId, GroupName, RoomName, UserId};
 
 /// A user with the name the directory gives them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Party {
     /// Id.
     pub id: UserId,
@@ -20,7 +20,7 @@ pub struct Party {
 }
 
 /// Where a call is in its life. Ended calls are removed, not kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CallState {
     /// Invitations are out; nobody has answered yet.
@@ -30,7 +30,7 @@ pub enum CallState {
 }
 
 /// Where one group-call invitee stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InviteState {
     /// Their devices are ringing.
@@ -46,7 +46,7 @@ pub enum InviteState {
 }
 
 /// One invitee of a group call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invitee {
     /// Display name.
     pub name: DisplayName,
@@ -55,7 +55,8 @@ pub struct Invitee {
 }
 
 /// Whom a call is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum CallTarget {
     /// One-to-one.
     Direct {
@@ -77,8 +78,9 @@ pub enum CallTarget {
     },
 }
 
-/// A live call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A live call. (De)serialised as the stored record of the cluster's call
+/// state (see `cluster::call_state`); clients see [`CallRecord`] instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Call {
     /// Server-made id.
     pub id: CallId,
@@ -89,6 +91,7 @@ pub struct Call {
     /// Ringing or active.
     pub state: CallState,
     /// When it was created.
+    #[serde(with = "unix_nanos")]
     pub created_at: OffsetDateTime,
     /// Direct or group.
     pub target: CallTarget,
@@ -213,5 +216,23 @@ impl Call {
             timestamp: self.created_at.format(&Rfc3339).unwrap_or_default(),
             state: self.state,
         }
+    }
+}
+
+/// `created_at` as `[seconds, nanoseconds]` since the Unix epoch: exact, and
+/// without the `time` crate's serde feature.
+mod unix_nanos {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        (t.unix_timestamp(), t.nanosecond()).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        let (secs, nanos) = <(i64, u32)>::deserialize(d)?;
+        let t = OffsetDateTime::from_unix_timestamp(secs).map_err(serde::de::Error::custom)?;
+        t.replace_nanosecond(nanos)
+            .map_err(serde::de::Error::custom)
     }
 }

@@ -143,7 +143,7 @@ label!(
 /// parsing folds case, and the name callgate stores, returns, indexes and
 /// puts in room tokens is the one the Jitsi client opens. The characters
 /// allowed are all ones Jitsi keeps as they are.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct RoomName(Arc<str>);
 

@@ -26,6 +26,7 @@ use std::collections::HashSet;
 use crate::cluster::rates::Limited;
 use crate::domain::{GroupId, GroupName, UserId};
 use crate::error::{ClientError, ErrorCode};
+use crate::signaling::call_store::Scope;
 use crate::store::{Group, NewGroup};
 
 /// Most members a group can be created with in one request.
@@ -249,8 +250,19 @@ pub async fn remove_member(
         return Err(ClientError::new(ErrorCode::NotFound).into());
     }
     state.io.leave_group(&user, &id).await;
-    let outcome = state.hub.with_calls(|c| c.member_removed(&id, &user));
-    state.io.apply(&state.hub, outcome).await;
+    let scope = Scope::user(&user).and_group(&id);
+    match state
+        .hub
+        .with_calls(scope, |c| c.member_removed(&id, &user))
+        .await
+    {
+        Ok(outcome) => state.io.apply(&state.hub, outcome).await,
+        // The directory changed; the call keeps them until it ends, but the
+        // accept rule asks the directory, so they cannot rejoin it.
+        Err(e) => {
+            tracing::warn!(group_id = %id, error = %e, "removed member not taken out of the group call")
+        }
+    }
     tracing::info!(user_id = %me.id, group_id = %id, member = %user, "member removed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -19,7 +19,9 @@ pub async fn healthz(State(state): State<ApiState>) -> Json<Value> {
 
 /// Prometheus metrics in the text exposition format.
 pub async fn metrics(State(state): State<ApiState>) -> impl axum::response::IntoResponse {
-    let calls = state.hub.with_calls(|c| c.counts());
+    // This process's calls; a cluster node's live calls are in Redis, not
+    // counted here.
+    let calls = state.hub.calls().local(|c| c.counts()).unwrap_or_default();
     let body = state.metrics.render(
         state.limits.connections.total(),
         calls,

@@ -16,12 +16,14 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 
+use super::call_store::{Effects, Scope};
 use super::payload::{InitiateDirect, InitiateGroup};
 use super::registry::{Body, Emit, Origin, Outcome, Refusal, Timer, To, Transition};
 use super::reply::{self, Channel, WantsAck};
 use super::{Hub, events, payload, rooms, session};
+use crate::cluster::ClusterError;
 use crate::domain::call::Party;
-use crate::domain::{CallId, GroupId, UserId};
+use crate::domain::{CallId, GroupId, RoomName, UserId};
 use crate::error::{ClientError, ErrorCode};
 use crate::limits::EventClass;
 use crate::policy::OneToOne;
@@ -31,6 +33,11 @@ fn me_party(s: &session::Session) -> Party {
         id: s.user_id.clone(),
         name: s.display_name.clone(),
     }
+}
+
+/// The call state did not answer (cluster mode): nothing changed.
+fn unavailable(e: ClusterError) -> Refusal {
+    ClientError::from(e).into()
 }
 
 fn forbidden_attempt(user: &UserId, event: &'static str, reason: &'static str) -> ClientError {
@@ -138,8 +145,14 @@ fn spawn_timer<A: Adapter>(
                 hub.ring_timer_fired(call);
             }
             let online = timer.user().is_some_and(|u| is_online(&io, u));
-            let outcome = hub.with_calls(|calls| calls.fire(&timer, online));
-            apply(&io, &hub, outcome).await;
+            let scope = Scope::default().and_call(Some(timer.call()));
+            match hub
+                .with_calls(scope, |calls| calls.fire(&timer, online))
+                .await
+            {
+                Ok(outcome) => apply(&io, &hub, outcome).await,
+                Err(e) => tracing::warn!(error = %e, "timer not fired"),
+            }
         }
     });
     // A call that ends between its transition and this line finds no handle
@@ -288,7 +301,7 @@ async fn initiate_direct<A: Adapter>(
     if receiver == me.user_id {
         return Err(ClientError::bad_field("receiverId", "must not be yourself").into());
     }
-    let one_to_one = hub.with_calls(|calls| calls.policy().one_to_one);
+    let one_to_one = hub.calls().policy().one_to_one;
     let not_shared = || {
         ClientError::with_message(
             ErrorCode::Forbidden,
@@ -327,7 +340,15 @@ async fn initiate_direct<A: Adapter>(
         id: callee.id,
         name: callee.display_name,
     };
-    hub.with_calls(|calls| calls.initiate_direct(me_party(&me), callee, room, origin))
+    let caller = me_party(&me);
+    let scope = Scope::user(&caller.id)
+        .and_user(&callee.id)
+        .and_room(room.as_ref());
+    hub.with_calls(scope, |calls| {
+        calls.initiate_direct(caller.clone(), callee.clone(), room.clone(), origin)
+    })
+    .await
+    .map_err(unavailable)?
 }
 
 /// `initiateGroupVideoCall({groupId, roomName?})`.
@@ -397,7 +418,7 @@ async fn initiate_group(
             return Err(ErrorCode::NotFound.into());
         }
     };
-    let max = hub.with_calls(|calls| calls.policy().max_group_invitees);
+    let max = hub.calls().policy().max_group_invitees;
     let others: Vec<UserId> = group
         .members
         .iter()
@@ -424,15 +445,23 @@ async fn initiate_group(
             name: user.display_name,
         })
         .collect();
-    hub.with_calls(|calls| {
+    let caller = me_party(&me);
+    let scope = Scope::user(&caller.id)
+        .and_group(&group.id)
+        .and_room(room.as_ref())
+        .and_parties(invitees.iter().map(|p| p.id.clone()));
+    let group = (group.id, group.name, group.owner);
+    hub.with_calls(scope, |calls| {
         calls.initiate_group(
-            me_party(&me),
-            (group.id, group.name, group.owner),
-            invitees,
-            room,
+            caller.clone(),
+            group.clone(),
+            invitees.clone(),
+            room.clone(),
             origin,
         )
     })
+    .await
+    .map_err(unavailable)?
 }
 
 /// Which call-control transition to run.
@@ -441,6 +470,62 @@ enum Control {
     Accept,
     Reject,
     End,
+}
+
+/// What one run of a call control decided. Returned once per control and
+/// moved straight out: boxing the transition would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// The transition ran (or was refused).
+    Done(Transition),
+    /// Accepting a group call needs the directory first: is the sender still
+    /// a member of the group?
+    CheckMembership(CallId, GroupId),
+}
+
+impl Effects for Step {
+    fn take_timers(&mut self) -> Vec<(std::time::Duration, Timer)> {
+        match self {
+            Self::Done(t) => t.take_timers(),
+            Self::CheckMembership(..) => Vec::new(),
+        }
+    }
+}
+
+/// The call control as one transition. An accept of a group call whose
+/// membership has not been checked (`checked`) stops at
+/// [`Step::CheckMembership`]; everything else runs at once.
+#[allow(clippy::too_many_arguments)]
+async fn control_step(
+    hub: &Hub,
+    me: &Party,
+    which: Control,
+    call_id: Option<CallId>,
+    room: Option<&RoomName>,
+    end_for_all: bool,
+    checked: Option<CallId>,
+    sender: socketioxide::socket::Sid,
+) -> Result<Step, Refusal> {
+    let scope = Scope::user(&me.id).and_call(call_id).and_room(room);
+    hub.with_calls(scope, |calls| {
+        let id = match calls.find(&me.id, call_id, room) {
+            Ok(id) => id,
+            Err(refusal) => return Step::Done(Err(refusal)),
+        };
+        if matches!(which, Control::Accept)
+            && checked != Some(id)
+            && let Some(group) = calls.group_of(id)
+        {
+            return Step::CheckMembership(id, group);
+        }
+        Step::Done(match which {
+            Control::Accept => calls.accept(me, id, sender),
+            Control::Reject => calls.reject(me, id, sender),
+            Control::End => calls.end(me, id, end_for_all, sender),
+        })
+    })
+    .await
+    .map_err(unavailable)
 }
 
 async fn control<A: Adapter>(
@@ -474,20 +559,19 @@ async fn control<A: Adapter>(
     let result = async {
         let r = payload::call_ref(data, &mut ctx)?;
         let me = me_party(&me);
-        let id = hub.with_calls(|calls| calls.find(&me.id, r.call_id, r.room.as_ref()))?;
-        if matches!(which, Control::Accept) {
-            still_member(&hub, id, &me.id).await?;
+        let (call_id, room, all) = (r.call_id, r.room.as_ref(), r.end_for_all);
+        let first = control_step(&hub, &me, which, call_id, room, all, None, socket.id).await?;
+        let (id, group) = match first {
+            Step::Done(t) => return t,
+            Step::CheckMembership(id, group) => (id, group),
+        };
+        still_member(&hub, &group, &me.id).await?;
+        // The call may have ended while the directory answered: found again,
+        // by its id, in the transition itself.
+        match control_step(&hub, &me, which, Some(id), None, all, Some(id), socket.id).await? {
+            Step::Done(t) => t,
+            Step::CheckMembership(..) => Err(ErrorCode::NotFound.into()),
         }
-        hub.with_calls(|calls| {
-            // The call may have ended while the directory answered: `find`
-            // again under this lock.
-            let id = calls.find(&me.id, Some(id), None)?;
-            match which {
-                Control::Accept => calls.accept(&me, id, socket.id),
-                Control::Reject => calls.reject(&me, id, socket.id),
-                Control::End => calls.end(&me, id, r.end_for_all, socket.id),
-            }
-        })
     }
     .await;
     if let Err(Refusal { error, .. }) = &result
@@ -502,13 +586,10 @@ async fn control<A: Adapter>(
 /// directory is asked now, not when the call rang, so a member removed since
 /// cannot get back in. A refusal is `not_found`, like a call that is not
 /// yours.
-async fn still_member(hub: &Hub, call: CallId, user: &UserId) -> Result<(), Refusal> {
-    let Some(group) = hub.with_calls(|calls| calls.group_of(call)) else {
-        return Ok(());
-    };
+async fn still_member(hub: &Hub, group: &GroupId, user: &UserId) -> Result<(), Refusal> {
     let member = hub
         .store
-        .group(&group)
+        .group(group)
         .await
         .map_err(ClientError::from)?
         .is_some_and(|g| g.has_member(user));
@@ -580,16 +661,24 @@ pub async fn refresh_jitsi_token<A: Adapter>(
         return;
     };
     let mut ctx = Map::new();
-    let result = payload::call_id(data, &mut ctx)
-        .map_err(Refusal::from)
-        .and_then(|id| hub.with_calls(|calls| calls.refresh(&me.user_id, id)));
+    let result = match payload::call_id(data, &mut ctx) {
+        Ok(id) => hub
+            .with_calls(Scope::user(&me.user_id).and_call(Some(id)), |calls| {
+                calls.refresh(&me.user_id, id)
+            })
+            .await
+            .unwrap_or_else(|e| Err(unavailable(e))),
+        Err(e) => Err(Refusal::from(e)),
+    };
     match result {
         Ok((body, grant)) => {
             let body = hand_over(&hub, &socket, wants_ack, body, Some(grant)).await;
             reply::ok(&hub.metrics, event, ack, body);
         }
         Err(refusal) => {
-            tracing::warn!(user_id = %me.user_id, event, reason = "not_a_participant", "refused token refresh");
+            if refusal.error.code != ErrorCode::Unavailable {
+                tracing::warn!(user_id = %me.user_id, event, reason = "not_a_participant", "refused token refresh");
+            }
             ctx.extend(refusal.context);
             reply::fail(
                 &hub.metrics,
@@ -606,11 +695,23 @@ pub async fn refresh_jitsi_token<A: Adapter>(
 
 /// After the handshake: a user with live calls gets `activeVideoCalls`, and
 /// pending grace timers for them stand down.
-pub fn on_connected<A: Adapter>(socket: &SocketRef<A>, hub: &Arc<Hub>) {
+pub async fn on_connected<A: Adapter>(socket: &SocketRef<A>, hub: &Arc<Hub>) {
     let Ok(me) = session::current(socket) else {
         return;
     };
-    let calls = hub.with_calls(|calls| calls.user_connected(&me.user_id));
+    let user = &me.user_id;
+    let calls = match hub
+        .with_calls(Scope::user(user), |calls| calls.user_connected(user))
+        .await
+    {
+        Ok(calls) => calls,
+        Err(e) => {
+            // The socket stays; its grace timers (if any) re-check presence
+            // when they fire.
+            tracing::warn!(user_id = %user, error = %e, "activeVideoCalls not sent");
+            return;
+        }
+    };
     if !calls.is_empty() {
         let _ = socket.emit(events::ACTIVE_VIDEO_CALLS, &calls);
     }
@@ -638,16 +739,36 @@ pub async fn on_disconnect<A: Adapter>(
         .into_iter()
         .filter(|s| s.id != socket.id)
         .count();
-    if others == 0 {
-        let timers = hub.with_calls(|calls| calls.user_went_offline(&me.user_id));
-        apply(
-            &io,
-            &hub,
-            Outcome {
-                timers,
-                ..Outcome::default()
-            },
-        )
-        .await;
+    if others == 0
+        && let Err(e) = user_went_offline(&io, &hub, &me.user_id).await
+    {
+        tracing::warn!(user_id = %me.user_id, error = %e, "grace timers not started");
     }
+}
+
+/// `user` has no socket left: their calls' grace timers start (ringing
+/// grace, reconnect grace; each re-checks presence when it fires). Called on
+/// a last local disconnect, and by the cluster's dead-node cleanup for users
+/// left with no socket anywhere.
+///
+/// # Errors
+/// [`ClusterError`] (cluster mode): no timer was started.
+pub async fn user_went_offline<A: Adapter>(
+    io: &SocketIo<A>,
+    hub: &Arc<Hub>,
+    user: &UserId,
+) -> Result<(), ClusterError> {
+    let timers = hub
+        .with_calls(Scope::user(user), |calls| calls.user_went_offline(user))
+        .await?;
+    apply(
+        io,
+        hub,
+        Outcome {
+            timers,
+            ..Outcome::default()
+        },
+    )
+    .await;
+    Ok(())
 }

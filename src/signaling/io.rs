@@ -58,6 +58,35 @@ impl Io {
         each!(self, io => calls::apply(io, hub, outcome).await);
     }
 
+    /// `user` has no socket left anywhere: their calls' grace timers start
+    /// (the hook of the cluster's dead-node cleanup; see
+    /// [`calls::user_went_offline`]).
+    ///
+    /// # Errors
+    /// [`crate::cluster::ClusterError`]: no timer was started.
+    pub async fn user_went_offline(
+        &self,
+        hub: &Arc<Hub>,
+        user: &UserId,
+    ) -> Result<(), crate::cluster::ClusterError> {
+        each!(self, io => calls::user_went_offline(io, hub, user).await)
+    }
+
+    /// Starts this node's cluster timer poller (see [`super::timers`]),
+    /// with `online` as the cluster-wide presence; `None` asks the
+    /// Socket.IO adapter ([`super::timers::adapter_presence`]).
+    pub fn spawn_cluster_timers(
+        &self,
+        hub: &Arc<Hub>,
+        every: Duration,
+        online: Option<super::timers::Presence>,
+    ) -> tokio::task::JoinHandle<()> {
+        each!(self, io => {
+            let online = online.unwrap_or_else(|| super::timers::adapter_presence(io.clone()));
+            super::timers::spawn(io.clone(), hub.clone(), every, online)
+        })
+    }
+
     /// Whether `user` has a socket on this node.
     pub fn is_online_here(&self, user: &UserId) -> bool {
         each!(self, io => calls::is_online(io, user))

@@ -15,9 +15,9 @@ use futures_util::future::BoxFuture;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 
-use super::registry::Outcome;
 use super::{Hub, calls, events, rooms};
 use crate::cluster::nodes::Hooks;
+use crate::cluster::presence::Presence;
 use crate::domain::UserId;
 
 /// The hooks of this node's Socket.IO server.
@@ -69,16 +69,18 @@ impl<A: Adapter> Hooks for NodeHooks<A> {
             let Some(hub) = hub.upgrade() else {
                 return;
             };
-            let timers = hub.with_calls(|calls| calls.user_went_offline(&user));
-            calls::apply(
-                &io,
-                &hub,
-                Outcome {
-                    timers,
-                    ..Outcome::default()
-                },
-            )
-            .await;
+            if let Err(e) = calls::user_went_offline(&io, &hub, &user).await {
+                tracing::warn!(user_id = %user, error = %e, "went offline: grace timers not started");
+            }
         })
     }
+}
+
+/// Cluster presence for the cluster timers ([`super::timers`]): whether the
+/// timer's user has a socket on any live node.
+pub fn presence(presence: Presence) -> super::timers::Presence {
+    Arc::new(move |user: UserId| {
+        let presence = presence.clone();
+        Box::pin(async move { presence.online(&user).await })
+    })
 }

@@ -1,6 +1,7 @@
 //! Socket.IO signaling: the handshake ([`session`]), rooms ([`rooms`]), event
 //! names ([`events`]), payload reading ([`payload`]) and replies ([`reply`]).
 
+pub mod call_store;
 pub mod calls;
 pub mod events;
 pub mod io;
@@ -10,6 +11,7 @@ pub mod registry;
 pub mod reply;
 pub mod rooms;
 pub mod session;
+pub mod timers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -21,6 +23,8 @@ use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::ConnectHandler;
 
 use crate::auth::TokenKeys;
+use crate::cluster::ClusterError;
+use crate::cluster::call_state::ClaimedTimer;
 use crate::domain::CallId;
 use crate::error::ClientError;
 use crate::http::client_ip::TrustedProxies;
@@ -29,7 +33,8 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::CallPolicy;
 use crate::store::Store;
-use registry::Registry;
+use call_store::{CallStore, Effects, Scope};
+use registry::{Outcome, Reason, Registry};
 
 /// What every signaling handler shares (socketioxide state).
 #[derive(Debug)]
@@ -46,9 +51,9 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     /// The Jitsi deployment and its room-token key (`None`: no domain set).
     pub jitsi: Option<Arc<Jitsi>>,
-    /// Every live call. A `std::sync::Mutex`: each transition is a short
-    /// check-and-set with no `.await` inside (see [`Hub::with_calls`]).
-    calls: Mutex<Registry>,
+    /// Every live call: this process's registry, or the cluster's in Redis
+    /// (see [`call_store`] and [`Hub::with_calls`]).
+    calls: CallStore,
     /// The ring-timeout task of each ringing or recently answered call,
     /// aborted when the call ends: a call answered in a second must not
     /// keep a sleeping task (and its memory) for the rest of the ring time.
@@ -76,7 +81,7 @@ impl Hub {
             trusted_proxies,
             metrics,
             jitsi,
-            calls: Mutex::new(Registry::new(policy)),
+            calls: CallStore::memory(policy),
             ring_timers: Mutex::new(HashMap::new()),
             cluster: OnceLock::new(),
         }
@@ -93,28 +98,64 @@ impl Hub {
         self.cluster.get()
     }
 
-    /// Runs `f` with the registry locked. `f` is synchronous, so the lock can
-    /// never be held across an `.await`. A poisoned lock (a panic inside a
-    /// transition) is recovered: every transition leaves the registry whole
-    /// before it can fail.
-    pub fn with_calls<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
-        let mut guard = self
-            .calls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let out = f(&mut guard);
-        let ended = guard.take_ended();
-        drop(guard);
-        if !ended.is_empty() {
-            let mut timers = self.ring_timers();
-            for (id, reason) in ended {
-                self.metrics.call_ended(reason.as_str());
-                if let Some(timer) = timers.remove(&id) {
-                    timer.abort();
-                }
+    /// The hub with `calls` as its call state (cluster mode:
+    /// `CallStore::redis(redis, policy.calls)`), in place of the in-memory one.
+    #[must_use]
+    pub fn with_call_store(mut self, calls: CallStore) -> Self {
+        self.calls = calls;
+        self
+    }
+
+    /// The call state.
+    pub fn calls(&self) -> &CallStore {
+        &self.calls
+    }
+
+    /// Runs one call transition on the call state (see
+    /// [`CallStore::run`]): in memory under the registry's lock, which `f`
+    /// (synchronous) can never hold across an `.await`; in cluster mode as a
+    /// compare-and-set commit in Redis, where `f` may run more than once.
+    /// `scope` names what the transition is about (ignored in memory).
+    ///
+    /// # Errors
+    /// Cluster mode only ([`ClusterError`], a client's `unavailable`):
+    /// nothing changed.
+    pub async fn with_calls<T: Effects>(
+        &self,
+        scope: Scope,
+        f: impl Fn(&mut Registry) -> T,
+    ) -> Result<T, ClusterError> {
+        let done = self.calls.run(scope, f).await?;
+        self.ended(done.ended);
+        Ok(done.value)
+    }
+
+    /// Fires a timer this node claimed (cluster mode; see [`timers`]).
+    ///
+    /// # Errors
+    /// [`ClusterError`]: the timer fires again once its claim lapses.
+    pub async fn fire_claimed(
+        &self,
+        timer: &ClaimedTimer,
+        user_online: bool,
+    ) -> Result<Outcome, ClusterError> {
+        let done = self.calls.fire_claimed(timer, user_online).await?;
+        self.ended(done.ended);
+        Ok(done.value)
+    }
+
+    /// Counts ended calls; in memory, their ring-timeout tasks stop.
+    fn ended(&self, ended: Vec<(CallId, Reason)>) {
+        if ended.is_empty() {
+            return;
+        }
+        let mut timers = self.ring_timers();
+        for (id, reason) in ended {
+            self.metrics.call_ended(reason.as_str());
+            if let Some(timer) = timers.remove(&id) {
+                timer.abort();
             }
         }
-        out
     }
 
     fn ring_timers(&self) -> std::sync::MutexGuard<'_, HashMap<CallId, tokio::task::AbortHandle>> {
@@ -161,7 +202,7 @@ impl Hub {
     pub fn apply_policy(&self, policy: &crate::policy::Policy) {
         self.limits.replace(&policy.rate_limits, policy.connections);
         self.limits.set_groups(policy.groups);
-        self.with_calls(|calls| calls.set_policy(policy.calls.clone()));
+        self.calls.set_policy(policy.calls.clone());
     }
 }
 
@@ -195,7 +236,7 @@ async fn on_connect<A: Adapter>(
     if let Ok(s) = session::current(&socket) {
         tracing::debug!(user_id = %s.user_id, "socket connected");
     }
-    calls::on_connected(&socket, &hub);
+    calls::on_connected(&socket, &hub).await;
 }
 
 /// Registers every event handler on a socket that passed the handshake.

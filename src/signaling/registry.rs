@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 use socketioxide::socket::Sid;
 use time::OffsetDateTime;
@@ -120,8 +120,10 @@ impl Body {
     }
 }
 
-/// A timer a transition asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A timer a transition asks for. (De)serialised as a member of the
+/// cluster's timer set (see `cluster::call_state`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Timer {
     /// Give up ringing.
     RingTimeout(CallId),
@@ -151,6 +153,15 @@ impl Timer {
         match self {
             Self::RingTimeout(_) => None,
             Self::RingingGrace { user, .. } | Self::ReconnectGrace { user, .. } => Some(user),
+        }
+    }
+
+    /// The call the timer is about.
+    pub fn call(&self) -> CallId {
+        match self {
+            Self::RingTimeout(call)
+            | Self::RingingGrace { call, .. }
+            | Self::ReconnectGrace { call, .. } => *call,
         }
     }
 }
@@ -1351,6 +1362,200 @@ impl Registry {
             _ => Outcome::default(),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Records: the registry as key/value records, for a store that keeps the call
+// state outside this process (the cluster's Redis store). The rules above are
+// the only rules; a store loads the records a transition may touch into a
+// fresh registry, runs the transition, and writes back what changed.
+// ---------------------------------------------------------------------------
+
+/// The key of one record of the call state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKey {
+    /// A call ([`Call`] as JSON).
+    Call(CallId),
+    /// A user's live call ids and presence epoch ([`UserRecord`] as JSON).
+    User(UserId),
+    /// The live call holding a Jitsi room (the call id).
+    Room(RoomName),
+    /// The live call of a group (the call id).
+    Group(GroupId),
+}
+
+/// A user's record: their live calls and, once they lost their last socket
+/// while in one, their presence epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Live calls the user is a party to.
+    pub calls: BTreeSet<CallId>,
+    /// Presence epoch (absent until it first moves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// A stored record that does not parse (a store bug or a foreign writer).
+#[derive(Debug, thiserror::Error)]
+#[error("call-state record {key:?} does not parse")]
+pub struct RecordError {
+    /// The record.
+    pub key: RecordKey,
+}
+
+/// What one record points at: the call ids a store must load with it so the
+/// rules see every call the record names.
+///
+/// # Errors
+/// [`RecordError`] when the value does not parse.
+pub fn references(key: &RecordKey, value: &str) -> Result<Vec<CallId>, RecordError> {
+    let bad = || RecordError { key: key.clone() };
+    match key {
+        RecordKey::Call(_) => Ok(Vec::new()),
+        RecordKey::User(_) => serde_json::from_str::<UserRecord>(value)
+            .map(|u| u.calls.into_iter().collect())
+            .map_err(|_| bad()),
+        RecordKey::Room(_) | RecordKey::Group(_) => {
+            CallId::parse(value).map(|id| vec![id]).map_err(|_| bad())
+        }
+    }
+}
+
+/// The records a call's index entries live in: its parties' user records,
+/// its room and, for a group call, its group.
+pub fn index_keys(call: &Call) -> Vec<RecordKey> {
+    let mut keys: Vec<RecordKey> = call.parties().into_iter().map(RecordKey::User).collect();
+    keys.push(RecordKey::Room(call.room.clone()));
+    if let CallTarget::Group { group, .. } = &call.target {
+        keys.push(RecordKey::Group(group.clone()));
+    }
+    keys
+}
+
+impl Registry {
+    /// A registry holding the records a store read: `Some(value)` for a
+    /// record found, `None` for one known to be absent. References to a
+    /// call known to be absent (a record that outlived its call) are
+    /// dropped, so the next export removes them.
+    ///
+    /// # Errors
+    /// [`RecordError`] for a value that does not parse.
+    pub fn from_records<'a>(
+        policy: CallPolicy,
+        records: impl IntoIterator<Item = (&'a RecordKey, &'a Option<String>)> + Clone,
+    ) -> Result<Self, RecordError> {
+        let mut r = Self::new(policy);
+        let mut absent: BTreeSet<CallId> = BTreeSet::new();
+        for (key, value) in records.clone() {
+            let bad = || RecordError { key: key.clone() };
+            match (key, value) {
+                (RecordKey::Call(id), None) => {
+                    absent.insert(*id);
+                }
+                (RecordKey::Call(id), Some(v)) => {
+                    let call: Call = serde_json::from_str(v).map_err(|_| bad())?;
+                    if call.id != *id {
+                        return Err(bad());
+                    }
+                    r.calls.insert(call.id, call);
+                }
+                _ => {}
+            }
+        }
+        let live = |id: &CallId| !absent.contains(id);
+        for (key, value) in records {
+            let Some(value) = value else { continue };
+            let bad = || RecordError { key: key.clone() };
+            match key {
+                RecordKey::Call(_) => {}
+                RecordKey::User(user) => {
+                    let rec: UserRecord = serde_json::from_str(value).map_err(|_| bad())?;
+                    let calls: BTreeSet<CallId> = rec.calls.into_iter().filter(live).collect();
+                    if calls.is_empty() {
+                        continue;
+                    }
+                    if let Some(epoch) = rec.epoch {
+                        r.epochs.insert(user.clone(), epoch);
+                    }
+                    r.by_user.insert(user.clone(), calls);
+                }
+                RecordKey::Room(room) => {
+                    let id = CallId::parse(value).map_err(|_| bad())?;
+                    if live(&id) {
+                        r.by_room.insert(room.clone(), id);
+                    }
+                }
+                RecordKey::Group(group) => {
+                    let id = CallId::parse(value).map_err(|_| bad())?;
+                    if live(&id) {
+                        r.by_group.insert(group.clone(), id);
+                    }
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// Every record this registry represents, serialised. A key a store read
+    /// and that is missing here must be deleted; a value that differs from
+    /// what was read must be written (see [`diff`]).
+    pub fn records(&self) -> BTreeMap<RecordKey, String> {
+        let mut out = BTreeMap::new();
+        for (id, call) in &self.calls {
+            if let Ok(v) = serde_json::to_string(call) {
+                out.insert(RecordKey::Call(*id), v);
+            }
+        }
+        for (user, calls) in &self.by_user {
+            let rec = UserRecord {
+                calls: calls.clone(),
+                epoch: self.epochs.get(user).copied(),
+            };
+            if let Ok(v) = serde_json::to_string(&rec) {
+                out.insert(RecordKey::User(user.clone()), v);
+            }
+        }
+        for (room, id) in &self.by_room {
+            out.insert(RecordKey::Room(room.clone()), id.to_string());
+        }
+        for (group, id) in &self.by_group {
+            out.insert(RecordKey::Group(group.clone()), id.to_string());
+        }
+        out
+    }
+
+    /// The live calls and the records holding their index entries.
+    pub fn calls_with_index_keys(&self) -> BTreeMap<CallId, Vec<RecordKey>> {
+        self.calls
+            .iter()
+            .map(|(id, call)| (*id, index_keys(call)))
+            .collect()
+    }
+}
+
+/// The writes that turn `before` (what a store read: `None` = absent) into
+/// `after` (a registry's [`Registry::records`] after a transition):
+/// `Some(value)` to set, `None` to delete. Keys in neither are untouched.
+pub fn diff(
+    before: &BTreeMap<RecordKey, Option<String>>,
+    after: &BTreeMap<RecordKey, String>,
+) -> Vec<(RecordKey, Option<String>)> {
+    let mut out = Vec::new();
+    for (key, was) in before {
+        match (was, after.get(key)) {
+            (Some(_), None) => out.push((key.clone(), None)),
+            (was, Some(now)) if was.as_deref() != Some(now.as_str()) => {
+                out.push((key.clone(), Some(now.clone())));
+            }
+            _ => {}
+        }
+    }
+    for (key, now) in after {
+        if !before.contains_key(key) {
+            out.push((key.clone(), Some(now.clone())));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The call rules as plain functions: redial, crossed calls, and who is
 //! granted a room token by each transition.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 use socketioxide::socket::Sid;
 
@@ -239,4 +241,93 @@ fn group_members_are_granted_their_own_token_when_they_join() {
     );
     assert!(r.refresh(&c.id, id).is_err(), "a decliner gets nothing");
     assert!(r.refresh(&b.id, id).is_ok());
+}
+
+fn reload(r: &Registry) -> Registry {
+    let records: BTreeMap<RecordKey, Option<String>> =
+        r.records().into_iter().map(|(k, v)| (k, Some(v))).collect();
+    Registry::from_records(r.policy().clone(), &records).expect("records parse")
+}
+
+#[test]
+fn records_round_trip_and_diff_to_the_writes_a_transition_made() {
+    let (a, b, c) = (party(1), party(2), party(3));
+    let mut r = registry();
+    let rung = r
+        .initiate_direct(a.clone(), b.clone(), None, origin())
+        .expect("rings");
+    let id = call_id(&rung.ack);
+    r.accept(&b, id, Sid::new()).expect("accept");
+    let group = (
+        GroupId::parse("507f1f77bcf86cd799439011").expect("group"),
+        GroupName::parse("Team").expect("name"),
+        None,
+    );
+    r.initiate_group(c.clone(), group, vec![a.clone(), b.clone()], None, origin())
+        .expect("group rings");
+    assert!(!r.user_went_offline(&a.id).is_empty());
+
+    let loaded = reload(&r);
+    assert_eq!(loaded.records(), r.records(), "nothing lost or added");
+    assert_eq!(loaded.index_sizes(), r.index_sizes());
+    assert_eq!(loaded.counts(), r.counts());
+
+    // Hanging up the direct call deletes its record and its room; a and b
+    // keep a record each, for the group call they are invited to.
+    let before: BTreeMap<RecordKey, Option<String>> = loaded
+        .records()
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    let mut after = reload(&r);
+    after.end(&a, id, false, Sid::new()).expect("hang up");
+    let writes = diff(&before, &after.records());
+    let deleted: Vec<&RecordKey> = writes
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k)
+        .collect();
+    assert!(deleted.contains(&&RecordKey::Call(id)));
+    assert_eq!(
+        deleted
+            .iter()
+            .filter(|k| matches!(k, RecordKey::Room(_)))
+            .count(),
+        1
+    );
+    let set: Vec<&RecordKey> = writes
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        set,
+        vec![
+            &RecordKey::User(a.id.clone()),
+            &RecordKey::User(b.id.clone())
+        ],
+        "both still in the group call, one call fewer each"
+    );
+}
+
+#[test]
+fn references_to_a_vanished_call_are_dropped_on_load() {
+    let (a, b) = (party(1), party(2));
+    let mut r = registry();
+    let rung = r
+        .initiate_direct(a.clone(), b.clone(), None, origin())
+        .expect("rings");
+    let id = call_id(&rung.ack);
+    let mut records: BTreeMap<RecordKey, Option<String>> =
+        r.records().into_iter().map(|(k, v)| (k, Some(v))).collect();
+    records.insert(RecordKey::Call(id), None);
+    let loaded = Registry::from_records(r.policy().clone(), &records).expect("parse");
+    assert_eq!(loaded.index_sizes(), (0, 0, 0, 0, 0));
+    let writes = diff(&records, &loaded.records());
+    assert_eq!(writes.len(), 3, "a, b and the room are removed: {writes:?}");
+    assert!(writes.iter().all(|(_, v)| v.is_none()));
+
+    let mut broken = records.clone();
+    broken.insert(RecordKey::User(a.id.clone()), Some("{\"calls\":1}".into()));
+    assert!(Registry::from_records(r.policy().clone(), &broken).is_err());
 }

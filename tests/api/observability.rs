@@ -139,7 +139,7 @@ async fn a_valid_policy_reload_applies_at_once_and_an_invalid_one_is_refused() {
         "{problems}"
     );
     assert_eq!(
-        server.hub.with_calls(|c| c.policy().ring_timeout_secs),
+        server.hub.calls().policy().ring_timeout_secs,
         45,
         "the old policy stays"
     );

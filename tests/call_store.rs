@@ -1,0 +1,1328 @@
+//! The call-state contract: every case runs on the in-memory store and on
+//! the Redis store (a real `redis-server`), with the same rules and the same
+//! expectations; then cases only a cluster has: racing nodes, a timer that
+//! fires after its node died, fencing, round trips per transition, cleanup,
+//! a Redis restart and Redis down.
+//!
+//! Redis: `CALLGATE_TEST_REDIS_URL` when set (each test works under its own
+//! random key prefix); otherwise each test starts its own throwaway
+//! `redis-server` (`CALLGATE_TEST_REDIS_SERVER`, else the one on the PATH;
+//! `--save '' --appendonly no`) on a free loopback port and kills it at the
+//! end. Two tests always start their own (one stops Redis, one reads its
+//! command statistics). When Redis cannot run, the Redis tests (all named
+//! `redis_*`, so `--skip redis_` leaves them out) fail with the reason,
+//! unless `CALLGATE_TEST_REDIS=skip`, which prints them SKIPPED.
+//!
+//! ```text
+//! cargo test --test call_store
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines,
+    missing_docs
+)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callgate::auth::TokenKeys;
+use callgate::cluster::ClusterError;
+use callgate::cluster::Redis;
+use callgate::cluster::call_state::{ClaimedTimer, RECORD_TTL, RoundTrips};
+use callgate::config::{Config, Overrides};
+use callgate::domain::call::Party;
+use callgate::domain::{CallId, DisplayName, GroupId, GroupName, RoomName, UserId};
+use callgate::error::ErrorCode;
+use callgate::http::client_ip::TrustedProxies;
+use callgate::limits::Limits;
+use callgate::metrics::Metrics;
+use callgate::policy::{CallPolicy, Policy};
+use callgate::signaling::Hub;
+use callgate::signaling::call_store::{CallStore, Scope};
+use callgate::signaling::events;
+use callgate::signaling::registry::{Body, Origin, Outcome, Reason, Timer, To};
+use callgate::signaling::timers::{self, Presence};
+use callgate::store::{EmbeddedStore, Store};
+use fred::interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface};
+use fred::types::{ClusterHash, CustomCommand};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use socketioxide::socket::Sid;
+
+const REDIS_URL_VAR: &str = "CALLGATE_TEST_REDIS_URL";
+
+fn cmd(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+/// A throwaway redis-server, killed when dropped (also on a panic).
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn redis_server_binary() -> Option<String> {
+    if let Ok(bin) = std::env::var("CALLGATE_TEST_REDIS_SERVER")
+        && !bin.trim().is_empty()
+    {
+        return Some(bin);
+    }
+    ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(str::to_owned)
+        .or_else(|| {
+            Command::new("redis-server")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .ok()
+                .filter(std::process::ExitStatus::success)
+                .map(|_| "redis-server".to_owned())
+        })
+}
+
+impl Server {
+    fn start_on(port: u16) -> Result<Self, String> {
+        let bin = redis_server_binary().ok_or("redis-server is not installed")?;
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("redis-server did not start: {e}"))?;
+        let server = Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err("redis-server did not listen within 10 s".into())
+    }
+}
+
+fn policy() -> CallPolicy {
+    let mut p = Policy::builtin().expect("builtin policy").calls;
+    // Grace timers due at once, so the timer cases need no waiting.
+    p.ringing_grace_secs = 0;
+    p.reconnect_grace_secs = 0;
+    p
+}
+
+/// Where a case runs: the memory store, or Redis with any number of nodes.
+struct Env {
+    kind: Kind,
+    policy: CallPolicy,
+}
+
+enum Kind {
+    Memory(Arc<CallStore>),
+    Redis {
+        url: String,
+        prefix: String,
+        server: Option<Server>,
+        nodes: Vec<(Redis, Arc<CallStore>)>,
+        /// Nodes ever started (a node's id is never reused).
+        started: usize,
+    },
+}
+
+impl Env {
+    fn memory() -> Self {
+        Self {
+            kind: Kind::Memory(Arc::new(CallStore::memory(policy()))),
+            policy: policy(),
+        }
+    }
+
+    /// `None` (SKIPPED, printed) only when `CALLGATE_TEST_REDIS=skip` allows it.
+    async fn start_redis(case: &str) -> Option<Self> {
+        Self::start_redis_with(case, false).await
+    }
+
+    /// `private`: a redis-server of its own even when `CALLGATE_TEST_REDIS_URL`
+    /// is set (a test that stops Redis, or reads its command statistics).
+    async fn start_redis_with(case: &str, private: bool) -> Option<Self> {
+        let shared = std::env::var(REDIS_URL_VAR)
+            .ok()
+            .filter(|u| !u.trim().is_empty() && !private);
+        let (url, server) = match shared {
+            Some(url) => (url, None),
+            None => match Server::start_on(free_port()) {
+                Ok(s) => (s.url.clone(), Some(s)),
+                Err(why) => {
+                    if std::env::var("CALLGATE_TEST_REDIS").as_deref() == Ok("skip") {
+                        eprintln!(
+                            "SKIPPED redis_store::{case}: {why} (and {REDIS_URL_VAR} is not set)"
+                        );
+                        return None;
+                    }
+                    panic!(
+                        "redis_store::{case} cannot run: {why}, and {REDIS_URL_VAR} is not set \
+                         (CALLGATE_TEST_REDIS=skip reports it SKIPPED instead)"
+                    );
+                }
+            },
+        };
+        let prefix = format!("cgtest{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let mut env = Self {
+            kind: Kind::Redis {
+                url,
+                prefix,
+                server,
+                nodes: Vec::new(),
+                started: 0,
+            },
+            policy: policy(),
+        };
+        env.add_node().await;
+        Some(env)
+    }
+
+    fn with_policy(mut self, f: impl FnOnce(&mut CallPolicy)) -> Self {
+        f(&mut self.policy);
+        match &self.kind {
+            Kind::Memory(s) => s.set_policy(self.policy.clone()),
+            Kind::Redis { nodes, .. } => {
+                for (_, s) in nodes {
+                    s.set_policy(self.policy.clone());
+                }
+            }
+        }
+        self
+    }
+
+    fn is_redis(&self) -> bool {
+        matches!(self.kind, Kind::Redis { .. })
+    }
+
+    async fn connect(url: &str, prefix: &str, node: &str) -> Redis {
+        let mut cfg = Config::load_from(None, &Overrides::default(), &[])
+            .expect("default config")
+            .cluster;
+        cfg.redis_url = SecretString::from(url.to_owned());
+        cfg.key_prefix = prefix.to_owned();
+        Redis::connect(&cfg, node.to_owned())
+            .await
+            .expect("redis connects")
+    }
+
+    /// A new node (its own connection and store), with its lease in place.
+    async fn add_node(&mut self) -> usize {
+        let Kind::Redis {
+            url,
+            prefix,
+            nodes,
+            started,
+            ..
+        } = &mut self.kind
+        else {
+            panic!("nodes are a cluster thing");
+        };
+        *started += 1;
+        let node = format!("n{started}");
+        let redis = Self::connect(url, prefix, &node).await;
+        let () = redis
+            .client()
+            .set(
+                redis.key(&format!("node:{node}")),
+                "lease",
+                None,
+                None,
+                false,
+            )
+            .await
+            .expect("lease");
+        let store = Arc::new(CallStore::redis(redis.clone(), self.policy.clone()));
+        nodes.push((redis, store));
+        nodes.len() - 1
+    }
+
+    fn store(&self) -> &CallStore {
+        self.node(0)
+    }
+
+    fn node(&self, i: usize) -> &CallStore {
+        match &self.kind {
+            Kind::Memory(s) => s,
+            Kind::Redis { nodes, .. } => &nodes[i].1,
+        }
+    }
+
+    fn redis(&self, i: usize) -> &Redis {
+        match &self.kind {
+            Kind::Redis { nodes, .. } => &nodes[i].0,
+            Kind::Memory(_) => panic!("no Redis in memory"),
+        }
+    }
+
+    /// Timers due now: in memory, the ones the outcome asked for (a tokio
+    /// task would fire them); in Redis, whatever a poll claims (waiting up
+    /// to `wait` for them to come due).
+    async fn due(
+        &self,
+        node: usize,
+        asked: &[(Duration, Timer)],
+        wait: Duration,
+    ) -> Vec<ClaimedTimer> {
+        match &self.kind {
+            Kind::Memory(_) => asked
+                .iter()
+                .map(|(_, t)| ClaimedTimer {
+                    member: serde_json::to_string(t).expect("timer json"),
+                    timer: t.clone(),
+                })
+                .collect(),
+            Kind::Redis { .. } => {
+                let deadline = Instant::now() + wait;
+                loop {
+                    let claimed = self.node(node).claim_due().await.expect("claim");
+                    if !claimed.is_empty() || Instant::now() >= deadline {
+                        return claimed;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Records left (calls, users, rooms, groups) and timers pending.
+    async fn leftovers(&self) -> (usize, usize) {
+        match &self.kind {
+            Kind::Memory(s) => {
+                let (c, r, u, g, e) = s.local(|r| r.index_sizes()).expect("memory");
+                (c + r + u + g + e, 0)
+            }
+            Kind::Redis { prefix, .. } => {
+                let client = self.redis(0).client();
+                let mut records = 0;
+                for pattern in ["call:*", "user:*", "room:*", "group:*"] {
+                    let keys: Vec<String> = client
+                        .custom(cmd("KEYS"), vec![format!("{prefix}:{pattern}")])
+                        .await
+                        .expect("keys");
+                    records += keys.len();
+                }
+                let timers: usize = client
+                    .zcard(format!("{prefix}:timers"))
+                    .await
+                    .expect("zcard");
+                (records, timers)
+            }
+        }
+    }
+
+    async fn round_trips(&self, node: usize) -> RoundTrips {
+        self.node(node).round_trips().unwrap_or_default()
+    }
+}
+
+fn party(n: u8) -> Party {
+    Party {
+        id: UserId::parse(&format!("6860e2e85547033af89987{n:02x}")).expect("id"),
+        name: DisplayName::parse(&format!("User {n}")).expect("name"),
+    }
+}
+
+fn origin() -> Origin {
+    Origin {
+        socket: Sid::new(),
+        wants_ack: true,
+    }
+}
+
+fn json_of(body: &Body) -> Value {
+    serde_json::to_value(body).expect("json")
+}
+
+fn id_of(out: &Outcome) -> CallId {
+    CallId::parse(json_of(&out.ack)["callId"].as_str().expect("callId")).expect("call id")
+}
+
+fn emitted(out: &Outcome) -> Vec<(&'static str, To, Value)> {
+    out.emits
+        .iter()
+        .map(|e| (e.event, e.to.clone(), json_of(&e.payload)))
+        .collect()
+}
+
+fn group() -> (GroupId, GroupName, Option<UserId>) {
+    (
+        GroupId::parse("507f1f77bcf86cd799439011").expect("group"),
+        GroupName::parse("Team").expect("name"),
+        None,
+    )
+}
+
+/// Initiates a direct call a -> b; returns the outcome (its timers kept
+/// aside: the memory store returns them, the Redis store stored them).
+async fn ring(store: &CallStore, a: &Party, b: &Party, room: Option<RoomName>) -> Outcome {
+    let scope = Scope::user(&a.id).and_user(&b.id).and_room(room.as_ref());
+    let o = origin();
+    store
+        .run(scope, |r| {
+            r.initiate_direct(a.clone(), b.clone(), room.clone(), o)
+        })
+        .await
+        .expect("store answers")
+        .value
+        .expect("rings")
+}
+
+async fn control(
+    store: &CallStore,
+    who: &Party,
+    id: CallId,
+    sid: Sid,
+    what: &str,
+) -> Result<Outcome, ErrorCode> {
+    let scope = Scope::user(&who.id).and_call(Some(id));
+    store
+        .run(scope, |r| {
+            let id = r.find(&who.id, Some(id), None)?;
+            match what {
+                "accept" => r.accept(who, id, sid),
+                "reject" => r.reject(who, id, sid),
+                "end" => r.end(who, id, false, sid),
+                "end_for_all" => r.end(who, id, true, sid),
+                _ => unreachable!(),
+            }
+        })
+        .await
+        .expect("store answers")
+        .value
+        .map_err(|refusal| refusal.error.code)
+}
+
+async fn offline(store: &CallStore, who: &Party) -> Vec<(Duration, Timer)> {
+    // In cluster mode the timers went into Redis with the commit (empty here).
+    store
+        .run(Scope::user(&who.id), |r| r.user_went_offline(&who.id))
+        .await
+        .expect("store answers")
+        .value
+}
+
+async fn connected(store: &CallStore, who: &Party) -> Vec<Value> {
+    store
+        .run(Scope::user(&who.id), |r| r.user_connected(&who.id))
+        .await
+        .expect("store answers")
+        .value
+        .iter()
+        .map(json_of)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The contract: each case on both stores
+// ---------------------------------------------------------------------------
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Env::memory()).await;
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    if let Some(env) = super::Env::start_redis(stringify!($case)).await {
+                        super::$case(env).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    a_call_rings_is_answered_and_hung_up_leaving_nothing,
+    a_declined_call_ends_for_the_caller,
+    a_callee_in_a_call_is_busy,
+    a_redial_replaces_and_a_crossed_call_answers,
+    a_room_in_use_is_refused_and_changes_nothing,
+    only_parties_touch_a_call,
+    a_group_call_rings_joins_declines_leaves_and_ends,
+    a_member_removed_leaves_the_group_call,
+    the_ring_timeout_ends_a_call_nobody_answered,
+    a_participant_who_does_not_come_back_ends_the_call,
+    a_participant_who_comes_back_keeps_the_call,
+    calls_are_found_by_room_and_as_the_only_call,
+);
+
+async fn a_call_rings_is_answered_and_hung_up_leaving_nothing(env: Env) {
+    let (a, b) = (party(1), party(2));
+    let s = env.store();
+    let mut rung = ring(s, &a, &b, None).await;
+    let id = id_of(&rung);
+    assert_eq!(json_of(&rung.ack)["state"], "ringing");
+    let ev = emitted(&rung);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].0, events::INCOMING_VIDEO_CALL);
+    assert_eq!(ev[0].1, To::User(b.id.clone()));
+    assert_eq!(ev[0].2["callId"], json!(id));
+    assert_eq!(ev[0].2["callerName"], "User 1");
+    assert!(rung.grant.take().is_some_and(|g| g.role.caller));
+    if env.is_redis() {
+        assert!(
+            rung.timers.is_empty(),
+            "stored with the commit, not returned"
+        );
+        assert_eq!(
+            env.leftovers().await.1,
+            1,
+            "the ring timeout is in p:timers"
+        );
+    } else {
+        assert!(matches!(rung.timers[..], [(_, Timer::RingTimeout(t))] if t == id));
+    }
+
+    let device = Sid::new();
+    let accepted = control(s, &b, id, device, "accept").await.expect("accept");
+    assert_eq!(json_of(&accepted.ack)["state"], "active");
+    let ev = emitted(&accepted);
+    assert!(
+        ev.iter()
+            .any(|(e, to, body)| *e == events::VIDEO_CALL_ACCEPTED
+                && *to == To::User(a.id.clone())
+                && body["acceptedBy"] == json!(b.id))
+    );
+    assert!(ev.iter().any(|(e, to, body)| *e == events::VIDEO_CALL_ENDED
+        && *to == To::UserExcept(b.id.clone(), device)
+        && body["reason"] == "answered_elsewhere"));
+    assert_eq!(
+        control(s, &b, id, Sid::new(), "accept").await.unwrap_err(),
+        ErrorCode::InvalidState,
+        "a second accept loses"
+    );
+
+    let ended = s
+        .run(Scope::user(&a.id).and_call(Some(id)), |r| {
+            r.end(&a, id, false, Sid::new())
+        })
+        .await
+        .expect("store answers");
+    assert_eq!(ended.ended, vec![(id, Reason::Hangup)]);
+    let out = ended.value.expect("hang up");
+    let to: Vec<To> = emitted(&out).into_iter().map(|(_, t, _)| t).collect();
+    assert_eq!(to, vec![To::User(a.id.clone()), To::User(b.id.clone())]);
+    assert_eq!(env.leftovers().await, (0, 0), "no record, no timer left");
+}
+
+async fn a_declined_call_ends_for_the_caller(env: Env) {
+    let (a, b) = (party(1), party(2));
+    let s = env.store();
+    let id = id_of(&ring(s, &a, &b, None).await);
+    assert_eq!(
+        control(s, &a, id, Sid::new(), "reject").await.unwrap_err(),
+        ErrorCode::Forbidden,
+        "the caller cannot reject"
+    );
+    let out = control(s, &b, id, Sid::new(), "reject")
+        .await
+        .expect("decline");
+    assert!(
+        emitted(&out)
+            .iter()
+            .any(|(e, to, body)| *e == events::VIDEO_CALL_REJECTED
+                && *to == To::User(a.id.clone())
+                && body["reason"] == "declined")
+    );
+    assert_eq!(
+        control(s, &b, id, Sid::new(), "accept").await.unwrap_err(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(env.leftovers().await, (0, 0));
+}
+
+async fn a_callee_in_a_call_is_busy(env: Env) {
+    let (a, b, c) = (party(1), party(2), party(3));
+    let env = env.with_policy(|p| p.busy = callgate::policy::BusyRule::Reject);
+    let s = env.store();
+    let id = id_of(&ring(s, &a, &b, None).await);
+    control(s, &b, id, Sid::new(), "accept")
+        .await
+        .expect("accept");
+    let o = origin();
+    let refused = s
+        .run(Scope::user(&c.id).and_user(&b.id), |r| {
+            r.initiate_direct(c.clone(), b.clone(), None, o)
+        })
+        .await
+        .expect("store answers")
+        .value
+        .expect_err("busy");
+    assert_eq!(refused.error.code, ErrorCode::Busy);
+    control(s, &a, id, Sid::new(), "end")
+        .await
+        .expect("hang up");
+    ring(s, &c, &b, None).await;
+}
+
+async fn a_redial_replaces_and_a_crossed_call_answers(env: Env) {
+    let (a, b) = (party(1), party(2));
+    let s = env.store();
+    let first = id_of(&ring(s, &a, &b, None).await);
+    let redial = ring(s, &a, &b, None).await;
+    let second = id_of(&redial);
+    assert_ne!(first, second);
+    let replaced: Vec<_> = emitted(&redial)
+        .into_iter()
+        .filter(|(e, _, body)| *e == events::VIDEO_CALL_ENDED && body["reason"] == "replaced")
+        .collect();
+    assert_eq!(replaced.len(), 2);
+    assert_eq!(
+        control(s, &b, first, Sid::new(), "accept")
+            .await
+            .unwrap_err(),
+        ErrorCode::NotFound,
+        "the replaced call is gone"
+    );
+    // b calls a back while a's call rings: it answers it.
+    let crossed = ring(s, &b, &a, None).await;
+    assert_eq!(id_of(&crossed), second);
+    assert_eq!(json_of(&crossed.ack)["crossed"], true);
+    assert_eq!(json_of(&crossed.ack)["state"], "active");
+    control(s, &b, second, Sid::new(), "end")
+        .await
+        .expect("hang up");
+    assert_eq!(env.leftovers().await, (0, 0));
+}
+
+async fn a_room_in_use_is_refused_and_changes_nothing(env: Env) {
+    let (a, b, c, d) = (party(1), party(2), party(3), party(4));
+    let s = env.store();
+    let room = RoomName::parse("standup").expect("room");
+    let id = id_of(&ring(s, &a, &b, Some(room.clone())).await);
+    let o = origin();
+    let scope = Scope::user(&c.id).and_user(&d.id).and_room(Some(&room));
+    let refused = s
+        .run(scope, |r| {
+            r.initiate_direct(c.clone(), d.clone(), Some(room.clone()), o)
+        })
+        .await
+        .expect("store answers")
+        .value
+        .expect_err("room in use");
+    assert_eq!(refused.error.code, ErrorCode::RoomInUse);
+    assert!(connected(s, &c).await.is_empty(), "c has no call");
+    control(s, &a, id, Sid::new(), "end").await.expect("cancel");
+    ring(s, &c, &d, Some(room)).await;
+}
+
+async fn only_parties_touch_a_call(env: Env) {
+    let (a, b, m) = (party(1), party(2), party(9));
+    let s = env.store();
+    let id = id_of(&ring(s, &a, &b, None).await);
+    for what in ["accept", "reject", "end"] {
+        assert_eq!(
+            control(s, &m, id, Sid::new(), what).await.unwrap_err(),
+            ErrorCode::NotFound,
+            "{what} by a bystander"
+        );
+    }
+    assert_eq!(
+        control(s, &a, id, Sid::new(), "accept").await.unwrap_err(),
+        ErrorCode::Forbidden
+    );
+    let refresh = s
+        .run(Scope::user(&m.id).and_call(Some(id)), |r| {
+            r.refresh(&m.id, id).map(|_| ())
+        })
+        .await
+        .expect("store answers")
+        .value;
+    assert!(refresh.is_err());
+    assert_eq!(connected(s, &b).await.len(), 1, "the callee still rings");
+}
+
+async fn a_group_call_rings_joins_declines_leaves_and_ends(env: Env) {
+    let (a, b, c, d) = (party(1), party(2), party(3), party(4));
+    let s = env.store();
+    let g = group();
+    let invitees = vec![b.clone(), c.clone(), d.clone()];
+    let scope = Scope::user(&a.id)
+        .and_group(&g.0)
+        .and_parties(invitees.iter().map(|p| p.id.clone()));
+    let o = origin();
+    let rung = s
+        .run(scope.clone(), |r| {
+            r.initiate_group(a.clone(), g.clone(), invitees.clone(), None, o)
+        })
+        .await
+        .expect("store answers")
+        .value
+        .expect("rings");
+    let id = id_of(&rung);
+    let incoming: Vec<To> = emitted(&rung)
+        .into_iter()
+        .filter(|(e, _, _)| *e == events::INCOMING_VIDEO_CALL)
+        .map(|(_, t, _)| t)
+        .collect();
+    assert_eq!(incoming.len(), 3);
+    // A second initiate by a member returns the live call.
+    let again = s
+        .run(Scope::user(&b.id).and_group(&g.0), |r| {
+            r.initiate_group(b.clone(), g.clone(), vec![a.clone()], None, o)
+        })
+        .await
+        .expect("store answers")
+        .value
+        .expect("already active");
+    assert_eq!(id_of(&again), id);
+    assert_eq!(json_of(&again.ack)["alreadyActive"], true);
+
+    let joined = control(s, &b, id, Sid::new(), "accept")
+        .await
+        .expect("join");
+    assert!(
+        emitted(&joined)
+            .iter()
+            .any(|(e, to, _)| *e == events::VIDEO_CALL_ACCEPTED && *to == To::User(a.id.clone()))
+    );
+    control(s, &c, id, Sid::new(), "reject")
+        .await
+        .expect("decline");
+    let left = control(s, &b, id, Sid::new(), "end").await.expect("leave");
+    assert!(
+        emitted(&left)
+            .iter()
+            .any(|(e, _, _)| *e == events::GROUP_CALL_PARTICIPANT_LEFT)
+    );
+    control(s, &c, id, Sid::new(), "accept")
+        .await
+        .expect("c joins after declining");
+    let ended = control(s, &a, id, Sid::new(), "end_for_all")
+        .await
+        .expect("end for all");
+    let to: Vec<To> = emitted(&ended)
+        .into_iter()
+        .filter(|(e, _, _)| *e == events::VIDEO_CALL_ENDED)
+        .map(|(_, t, _)| t)
+        .collect();
+    assert!(to.contains(&To::User(c.id.clone())));
+    assert!(to.contains(&To::User(d.id.clone())), "d still rang");
+    assert_eq!(env.leftovers().await, (0, 0));
+}
+
+async fn a_member_removed_leaves_the_group_call(env: Env) {
+    let (a, b, c) = (party(1), party(2), party(3));
+    let s = env.store();
+    let g = group();
+    let invitees = vec![b.clone(), c.clone()];
+    let scope = Scope::user(&a.id)
+        .and_group(&g.0)
+        .and_parties(invitees.iter().map(|p| p.id.clone()));
+    let o = origin();
+    let id = id_of(
+        &s.run(scope, |r| {
+            r.initiate_group(a.clone(), g.clone(), invitees.clone(), None, o)
+        })
+        .await
+        .expect("store answers")
+        .value
+        .expect("rings"),
+    );
+    control(s, &b, id, Sid::new(), "accept")
+        .await
+        .expect("join");
+    let out = s
+        .run(Scope::user(&b.id).and_group(&g.0), |r| {
+            r.member_removed(&g.0, &b.id)
+        })
+        .await
+        .expect("store answers")
+        .value;
+    let ev = emitted(&out);
+    assert!(ev.iter().any(
+        |(e, to, _)| *e == events::GROUP_CALL_PARTICIPANT_LEFT && *to == To::User(a.id.clone())
+    ));
+    assert!(
+        ev.iter()
+            .any(|(e, to, _)| *e == events::VIDEO_CALL_ENDED && *to == To::User(b.id.clone()))
+    );
+    assert!(
+        connected(s, &b).await.len() == 1,
+        "still an invitee of the live call"
+    );
+}
+
+async fn the_ring_timeout_ends_a_call_nobody_answered(env: Env) {
+    let (a, b) = (party(1), party(2));
+    let env = env.with_policy(|p| p.ring_timeout_secs = 1);
+    let s = env.store();
+    let rung = ring(s, &a, &b, None).await;
+    let id = id_of(&rung);
+    let due = env.due(0, &rung.timers, Duration::from_secs(5)).await;
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].timer, Timer::RingTimeout(id));
+    let fired = s.fire_claimed(&due[0], false).await.expect("fires");
+    assert_eq!(fired.ended, vec![(id, Reason::Timeout)]);
+    let ev = emitted(&fired.value);
+    assert!(ev.iter().any(|(e, to, body)| *e == events::VIDEO_CALL_ENDED
+        && *to == To::User(a.id.clone())
+        && body["reason"] == "timeout"));
+    assert!(
+        ev.iter()
+            .any(|(e, to, _)| *e == events::VIDEO_CALL_MISSED && *to == To::User(b.id.clone()))
+    );
+    assert_eq!(env.leftovers().await, (0, 0), "the fired timer is gone too");
+    // Firing again (a claim that lapsed) changes nothing.
+    let again = s.fire_claimed(&due[0], false).await.expect("no-op");
+    assert!(again.value.emits.is_empty() && again.ended.is_empty());
+}
+
+async fn a_participant_who_does_not_come_back_ends_the_call(env: Env) {
+    let (a, b) = (party(1), party(2));
+    let s = env.store();
+    let id = id_of(&ring(s, &a, &b, None).await);
+    control(s, &b, id, Sid::new(), "accept")
+        .await
+        .expect("accept");
+    let asked = offline(s, &b).await;
+    let due: Vec<ClaimedTimer> = env
+        .due(0, &asked, Duration::from_secs(5))
+        .await
+        .into_iter()
+        .filter(|t| matches!(t.timer, Timer::ReconnectGrace { .. }))
+        .collect();
+    assert_eq!(due.len(), 1, "a reconnect grace for b");
+    let fired = s.fire_claimed(&due[0], false).await.expect("fires");
+    assert_eq!(fired.ended, vec![(id, Reason::Disconnected)]);
+    assert!(
+        emitted(&fired.value)
+            .iter()
+            .any(|(e, to, body)| *e == events::VIDEO_CALL_ENDED
+                && *to == To::User(a.id.clone())
+                && body["reason"] == "disconnected")
+    );
+    let (records, _) = env.leftovers().await;
+    assert_eq!(records, 0);
+}
+
+async fn a_participant_who_comes_back_keeps_the_call(env: Env) {
+    let (a, b) = (party(1), party(2));
+    let s = env.store();
+    let id = id_of(&ring(s, &a, &b, None).await);
+    control(s, &b, id, Sid::new(), "accept")
+        .await
+        .expect("accept");
+    let asked = offline(s, &b).await;
+    // b reconnects (anywhere) before the grace fires: activeVideoCalls.
+    let calls = connected(s, &b).await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["callId"], json!(id));
+    assert_eq!(calls[0]["state"], "active");
+    let due: Vec<ClaimedTimer> = env
+        .due(0, &asked, Duration::from_secs(5))
+        .await
+        .into_iter()
+        .filter(|t| matches!(t.timer, Timer::ReconnectGrace { .. }))
+        .collect();
+    assert_eq!(due.len(), 1);
+    // Offline again by the time it fires, but a newer epoch: it stands down.
+    let fired = s.fire_claimed(&due[0], false).await.expect("fires");
+    assert!(fired.ended.is_empty() && fired.value.emits.is_empty());
+    // Online: it stands down as well.
+    let fired = s.fire_claimed(&due[0], true).await.expect("fires");
+    assert!(fired.ended.is_empty());
+    control(s, &a, id, Sid::new(), "end")
+        .await
+        .expect("still live");
+}
+
+async fn calls_are_found_by_room_and_as_the_only_call(env: Env) {
+    let (a, b, c) = (party(1), party(2), party(3));
+    let s = env.store();
+    let room = RoomName::parse("Daily").expect("room");
+    let id = id_of(&ring(s, &a, &b, Some(room.clone())).await);
+    let lower = RoomName::parse("daily").expect("room");
+    let found = s
+        .run(Scope::user(&b.id).and_room(Some(&lower)), |r| {
+            r.find(&b.id, None, Some(&lower))
+        })
+        .await
+        .expect("store answers")
+        .value;
+    assert_eq!(found.expect("by room"), id);
+    let only = s
+        .run(Scope::user(&b.id), |r| r.find(&b.id, None, None))
+        .await
+        .expect("store answers")
+        .value;
+    assert_eq!(only.expect("the only call"), id);
+    let foreign = s
+        .run(Scope::user(&c.id).and_room(Some(&lower)), |r| {
+            r.find(&c.id, None, Some(&lower))
+        })
+        .await
+        .expect("store answers")
+        .value;
+    assert_eq!(foreign.unwrap_err().error.code, ErrorCode::NotFound);
+}
+
+// ---------------------------------------------------------------------------
+// Cluster only
+// ---------------------------------------------------------------------------
+
+async fn cluster(case: &str) -> Option<Env> {
+    Env::start_redis(case).await
+}
+
+#[tokio::test]
+async fn redis_two_nodes_racing_to_accept_have_exactly_one_winner_every_time() {
+    let Some(mut env) = cluster("accept_race").await else {
+        return;
+    };
+    env.add_node().await;
+    let (a, b) = (party(1), party(2));
+    let rounds = 100;
+    for round in 0..rounds {
+        let id = id_of(&ring(env.node(round % 2), &a, &b, None).await);
+        let (d1, d2) = (Sid::new(), Sid::new());
+        let (r1, r2) = tokio::join!(
+            control(env.node(0), &b, id, d1, "accept"),
+            control(env.node(1), &b, id, d2, "accept"),
+        );
+        let winners = [&r1, &r2].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(winners, 1, "round {round}: {r1:?} / {r2:?}");
+        let (winner, loser) = if r1.is_ok() { (&r1, &r2) } else { (&r2, &r1) };
+        assert_eq!(*loser.as_ref().unwrap_err(), ErrorCode::InvalidState);
+        let won_on = if r1.is_ok() { d1 } else { d2 };
+        assert!(
+            emitted(winner.as_ref().unwrap())
+                .iter()
+                .any(|(e, to, body)| *e == events::VIDEO_CALL_ENDED
+                    && *to == To::UserExcept(b.id.clone(), won_on)
+                    && body["reason"] == "answered_elsewhere")
+        );
+        control(env.node(1 - round % 2), &a, id, Sid::new(), "end")
+            .await
+            .expect("hang up");
+    }
+    assert_eq!(env.leftovers().await, (0, 0));
+    let (n1, n2) = (env.round_trips(0).await, env.round_trips(1).await);
+    eprintln!(
+        "accept race, {rounds} rounds: node 1 {n1:?}, node 2 {n2:?}; conflicts retried: {}",
+        n1.conflicts + n2.conflicts
+    );
+}
+
+#[tokio::test]
+async fn redis_the_ring_timeout_fires_on_node_2_after_node_1_died() {
+    let Some(env) = cluster("timer_after_death").await else {
+        return;
+    };
+    let mut env = env.with_policy(|p| p.ring_timeout_secs = 1);
+    let (a, b) = (party(1), party(2));
+    let id = id_of(&ring(env.node(0), &a, &b, None).await);
+    // Node 1 dies: its connection is gone and its lease lapses.
+    {
+        let Kind::Redis { nodes, .. } = &mut env.kind else {
+            unreachable!()
+        };
+        let (redis, store) = nodes.remove(0);
+        let _: i64 = redis
+            .client()
+            .del(redis.key("node:n1"))
+            .await
+            .expect("lease gone");
+        drop(store);
+        let _ = redis.client().quit().await;
+    }
+    let n2 = env.add_node().await;
+    assert_eq!(env.redis(n2).node(), "n2");
+    let due = env.due(n2, &[], Duration::from_secs(5)).await;
+    assert_eq!(due.len(), 1, "node 2 claims node 1's timer");
+    assert_eq!(due[0].timer, Timer::RingTimeout(id));
+    assert!(
+        env.node(n2).claim_due().await.expect("claim").is_empty(),
+        "claimed once"
+    );
+    let fired = env
+        .node(n2)
+        .fire_claimed(&due[0], false)
+        .await
+        .expect("fires");
+    assert_eq!(fired.ended, vec![(id, Reason::Timeout)]);
+    assert!(
+        emitted(&fired.value)
+            .iter()
+            .any(|(e, to, _)| *e == events::VIDEO_CALL_MISSED && *to == To::User(b.id.clone()))
+    );
+    assert_eq!(env.leftovers().await, (0, 0));
+}
+
+#[tokio::test]
+async fn redis_a_claim_whose_node_died_before_firing_comes_due_again() {
+    let Some(env) = cluster("claim_lapses").await else {
+        return;
+    };
+    let mut env = env.with_policy(|p| p.ring_timeout_secs = 1);
+    env.add_node().await;
+    let (a, b) = (party(1), party(2));
+    let id = id_of(&ring(env.node(0), &a, &b, None).await);
+    let claimed = env.due(0, &[], Duration::from_secs(5)).await;
+    assert_eq!(claimed.len(), 1);
+    // Node 1 "dies" holding the claim: node 2 gets it once the claim lapses.
+    assert!(env.node(1).claim_due().await.expect("claim").is_empty());
+    let again = env.due(1, &[], Duration::from_secs(8)).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].timer, Timer::RingTimeout(id));
+    env.node(1)
+        .fire_claimed(&again[0], false)
+        .await
+        .expect("fires");
+    assert_eq!(env.leftovers().await, (0, 0));
+}
+
+#[tokio::test]
+async fn redis_a_node_without_its_lease_is_fenced_and_changes_nothing() {
+    let Some(env) = cluster("fenced").await else {
+        return;
+    };
+    let (a, b) = (party(1), party(2));
+    let id = id_of(&ring(env.store(), &a, &b, None).await);
+    let redis = env.redis(0);
+    let _: i64 = redis.client().del(redis.key("node:n1")).await.expect("del");
+    let refused = env
+        .store()
+        .run(Scope::user(&b.id).and_call(Some(id)), |r| {
+            r.accept(&b, id, Sid::new())
+        })
+        .await
+        .expect_err("fenced");
+    assert_eq!(refused, ClusterError::Fenced);
+    assert!(
+        env.store().claim_due().await.expect("claim").is_empty(),
+        "a fenced node claims no timer"
+    );
+    let _: () = redis
+        .client()
+        .set(redis.key("node:n1"), "lease", None, None, false)
+        .await
+        .expect("lease back");
+    let calls = connected(env.store(), &b).await;
+    assert_eq!(calls[0]["state"], "ringing", "the accept was not applied");
+}
+
+#[tokio::test]
+async fn redis_round_trips_per_transition_are_few_and_match_commandstats() {
+    let Some(env) = Env::start_redis_with("round_trips", true).await else {
+        return;
+    };
+    let (a, b) = (party(1), party(2));
+    let s = env.store();
+    // Warm: the scripts are loaded once per node.
+    let id = id_of(&ring(s, &a, &b, None).await);
+    control(s, &a, id, Sid::new(), "end").await.expect("cancel");
+
+    let client = env.redis(0).client();
+    let _: String = client
+        .custom(cmd("CONFIG"), vec!["RESETSTAT"])
+        .await
+        .expect("resetstat");
+    let t0 = env.round_trips(0).await;
+    let id = id_of(&ring(s, &a, &b, None).await);
+    let t1 = env.round_trips(0).await;
+    control(s, &b, id, Sid::new(), "accept")
+        .await
+        .expect("accept");
+    let t2 = env.round_trips(0).await;
+    control(s, &a, id, Sid::new(), "end")
+        .await
+        .expect("hang up");
+    let t3 = env.round_trips(0).await;
+    let initiate = t1.total() - t0.total();
+    let accept = t2.total() - t1.total();
+    let hangup = t3.total() - t2.total();
+    eprintln!(
+        "Redis round trips: initiate {initiate}, accept {accept} (setup {}), hang-up {hangup}",
+        initiate + accept
+    );
+    assert!(initiate <= 2, "initiate: {initiate}");
+    assert!(accept <= 2, "accept: {accept}");
+    assert!(hangup <= 3, "hang-up: {hangup}");
+
+    // What Redis itself counted (this test's own server: nobody else's commands).
+    {
+        let info: String = client
+            .custom(cmd("INFO"), vec!["commandstats"])
+            .await
+            .expect("info");
+        let calls = |cmd: &str| -> u64 {
+            info.lines()
+                .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+                .and_then(|l| l.split("calls=").nth(1))
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let counted = calls("mget") + calls("evalsha");
+        eprintln!(
+            "INFO commandstats: mget {} evalsha {}",
+            calls("mget"),
+            calls("evalsha")
+        );
+        assert_eq!(counted, initiate + accept + hangup);
+    }
+}
+
+#[tokio::test]
+async fn redis_records_carry_a_safety_ttl() {
+    let Some(env) = cluster("ttl").await else {
+        return;
+    };
+    let (a, b) = (party(1), party(2));
+    let id = id_of(&ring(env.store(), &a, &b, None).await);
+    let redis = env.redis(0);
+    for key in [format!("call:{id}"), format!("user:{}", a.id)] {
+        let ttl: i64 = redis.client().pttl(redis.key(&key)).await.expect("pttl");
+        let max = i64::try_from(RECORD_TTL.as_millis()).expect("ms");
+        assert!(ttl > max - 60_000 && ttl <= max, "{key}: {ttl}");
+    }
+}
+
+#[tokio::test]
+async fn redis_a_record_that_outlived_its_call_is_cleaned_up() {
+    let Some(env) = cluster("stale").await else {
+        return;
+    };
+    let (a, b) = (party(1), party(2));
+    let id = id_of(&ring(env.store(), &a, &b, None).await);
+    let redis = env.redis(0);
+    // As if the call's record expired first.
+    let _: i64 = redis
+        .client()
+        .del(redis.key(&format!("call:{id}")))
+        .await
+        .expect("del");
+    assert!(connected(env.store(), &a).await.is_empty());
+    // a's next transition writes a's record without the dead call.
+    ring(env.store(), &a, &b, None).await;
+    let rec: String = redis
+        .client()
+        .get(redis.key(&format!("user:{}", a.id)))
+        .await
+        .expect("get");
+    assert!(!rec.contains(&id.to_string()), "{rec}");
+}
+
+#[tokio::test]
+async fn redis_a_corrupt_record_refuses_the_transition_without_a_panic() {
+    let Some(env) = cluster("corrupt").await else {
+        return;
+    };
+    let (a, b) = (party(1), party(2));
+    let redis = env.redis(0);
+    let _: () = redis
+        .client()
+        .set(
+            redis.key(&format!("user:{}", a.id)),
+            "{not json",
+            None,
+            None,
+            false,
+        )
+        .await
+        .expect("set");
+    let o = origin();
+    let refused = env
+        .store()
+        .run(Scope::user(&a.id).and_user(&b.id), |r| {
+            r.initiate_direct(a.clone(), b.clone(), None, o)
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused, ClusterError::Unavailable);
+}
+
+#[tokio::test]
+async fn redis_scripts_are_reloaded_after_redis_forgot_them() {
+    let Some(env) = cluster("noscript").await else {
+        return;
+    };
+    let (a, b) = (party(1), party(2));
+    let id = id_of(&ring(env.store(), &a, &b, None).await);
+    let _: () = env
+        .redis(0)
+        .client()
+        .script_flush(false)
+        .await
+        .expect("flush");
+    control(env.store(), &b, id, Sid::new(), "accept")
+        .await
+        .expect("accepted after a reload");
+    assert!(env.round_trips(0).await.script_loads >= 2);
+}
+
+#[tokio::test]
+async fn redis_down_answers_unavailable_fast_and_heals() {
+    let Some(mut env) = Env::start_redis_with("down", true).await else {
+        return;
+    };
+    let (a, b) = (party(1), party(2));
+    let id = id_of(&ring(env.store(), &a, &b, None).await);
+    let port = {
+        let Kind::Redis { server, url, .. } = &mut env.kind else {
+            unreachable!()
+        };
+        let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        drop(server.take());
+        port
+    };
+    let started = Instant::now();
+    let down = env
+        .store()
+        .run(Scope::user(&b.id).and_call(Some(id)), |r| {
+            r.accept(&b, id, Sid::new())
+        })
+        .await
+        .expect_err("unavailable");
+    assert_eq!(down, ClusterError::Unavailable);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no hang: {:?}",
+        started.elapsed()
+    );
+    // Redis comes back, empty (no persistence): the node heals by itself once
+    // its lease is back; the lost call is simply not found.
+    let server = Server::start_on(port).expect("restart");
+    if let Kind::Redis { server: s, .. } = &mut env.kind {
+        *s = Some(server);
+    }
+    let redis = env.redis(0).clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lease: Result<(), _> = redis
+            .client()
+            .set(redis.key("node:n1"), "lease", None, None, false)
+            .await;
+        if lease.is_ok() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        control(env.store(), &b, id, Sid::new(), "accept")
+            .await
+            .unwrap_err(),
+        ErrorCode::NotFound
+    );
+    ring(env.store(), &a, &b, None).await;
+}
+
+/// A hub on the Redis store, as `App::build` makes on a cluster node, with a
+/// Socket.IO server nobody is connected to.
+fn cluster_hub(redis: &Redis, calls: CallPolicy) -> Arc<Hub> {
+    let env = vec![(
+        "CALLGATE_JWT_SECRET".to_string(),
+        "test-secret-test-secret-test-secret-0123456789".to_string(),
+    )];
+    let config = Config::load_from(None, &Overrides::default(), &env).expect("config");
+    let keys = Arc::new(TokenKeys::from_config(&config.auth, config.environment).expect("keys"));
+    let policy = Policy::builtin().expect("policy");
+    let limits = Arc::new(Limits::new(&policy.rate_limits, policy.connections));
+    let hub = Hub::new(
+        Store::Embedded(EmbeddedStore::new()),
+        keys,
+        limits,
+        TrustedProxies::default(),
+        Arc::new(Metrics::new()),
+        calls.clone(),
+        None,
+    )
+    .with_call_store(CallStore::redis(redis.clone(), calls));
+    Arc::new(hub)
+}
+
+#[tokio::test]
+async fn redis_the_poller_fires_due_timers_and_waits_for_an_unknown_presence() {
+    let Some(env) = cluster("poller").await else {
+        return;
+    };
+    let env = env.with_policy(|p| p.ring_timeout_secs = 1);
+    let hub = cluster_hub(env.redis(0), env.policy.clone());
+    let (_svc, io) = socketioxide::SocketIo::new_svc();
+    let (a, b) = (party(1), party(2));
+    let o = origin();
+    let ringing = hub
+        .with_calls(Scope::user(&a.id).and_user(&b.id), |r| {
+            r.initiate_direct(a.clone(), b.clone(), None, o)
+        })
+        .await
+        .expect("store answers")
+        .expect("rings");
+    let id = id_of(&ringing);
+    assert!(ringing.timers.is_empty(), "in Redis, not a tokio task");
+    assert_eq!(hub.pending_ring_timers(), 0);
+
+    // b accepts, then loses every socket: a reconnect grace (due at once).
+    control(hub.calls(), &b, id, Sid::new(), "accept")
+        .await
+        .expect("accept");
+    hub.with_calls(Scope::user(&b.id), |r| r.user_went_offline(&b.id))
+        .await
+        .expect("store answers");
+
+    // Presence unknown (Redis hiccup): nothing fires, the claim holds it.
+    let unknown: Presence = Arc::new(|_| Box::pin(async { Err(ClusterError::Unavailable) }));
+    timers::poll(&io, &hub, &unknown).await;
+    assert_eq!(
+        env.leftovers().await.1,
+        2,
+        "ring timeout and grace both pending"
+    );
+    assert_eq!(
+        connected(hub.calls(), &a).await.len(),
+        1,
+        "the call is live"
+    );
+
+    // A poll after the ring timeout, b offline: both fire, the call ends.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let offline: Presence = Arc::new(|_| Box::pin(async { Ok(false) }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.leftovers().await != (0, 0) && Instant::now() < deadline {
+        timers::poll(&io, &hub, &offline).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(env.leftovers().await, (0, 0), "ended, every timer gone");
+    assert!(connected(hub.calls(), &a).await.is_empty());
+}
