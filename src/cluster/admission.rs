@@ -3,6 +3,10 @@
 //! ([`Presence`]) and rate limits ([`ClusterRates`]). The signaling layer
 //! holds one [`Admission`] in cluster mode and none in one process.
 //!
+//! Redis: one server (or a primary with replicas), version 7 or later, not
+//! Redis Cluster: the scripts read keys they compute (other nodes' leases,
+//! the hashes a cleanup walks), which a sharded Redis does not allow.
+//!
 //! Redis round trips: a handshake 2 (handshake rate, slot), an admitted
 //! event 1 (its rate), an initiate 1 more (is the callee online), a
 //! disconnect 1 (release). A fenced node answers every check from memory.

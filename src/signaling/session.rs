@@ -226,6 +226,11 @@ async fn admit_socket<A: Adapter>(
         ),
         None => None,
     };
+    // Fenced while the slot was being taken: this socket might miss the
+    // fence's disconnect sweep, so it is refused now (its slot is released).
+    if hub.cluster().is_some_and(|c| c.nodes.is_fenced()) {
+        return Err(ConnectError::Unavailable);
+    }
     let expiry = spawn_expiry(io, socket.id, verified.expires_at);
     socket.extensions.insert(Arc::new(Session {
         user_id: user.id.clone(),
