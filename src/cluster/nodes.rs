@@ -566,6 +566,11 @@ impl Nodes {
     /// cleanup never delays the next renewal).
     async fn beat(self: &Arc<Self>) {
         if self.stopping.load(Ordering::Acquire) {
+            // Shutting down: keep the lease while the cleanup's offline
+            // transitions commit, nothing else.
+            if !self.fenced.load(Ordering::Acquire) {
+                let _ = self.renew().await;
+            }
             return;
         }
         if !self.fenced.load(Ordering::Acquire) {
@@ -623,14 +628,6 @@ impl Nodes {
     /// and another node cleans up.
     pub async fn shutdown(&self) {
         self.stopping.store(true, Ordering::Release);
-        if let Some(task) = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
-        }
         let me = self.redis.node().to_owned();
         let token = self.current_token();
         let claim = fresh_token();
@@ -651,6 +648,14 @@ impl Nodes {
             }
         }
         self.fenced.store(true, Ordering::Release);
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
         let resigned: Result<i64, _> = RESIGN
             .run(
                 &self.redis,
