@@ -12,7 +12,12 @@
 //! Keys are `{key_prefix}:{…}` ([`Redis::key`]); which component owns which
 //! keys is listed in `docs/cluster.md`.
 
+pub mod admission;
 pub mod call_state;
+pub mod nodes;
+pub mod presence;
+pub mod rates;
+mod script;
 
 use std::fmt;
 use std::time::Duration;
