@@ -48,6 +48,9 @@ pub enum BuildError {
     /// Cluster mode could not reach Redis (the message never quotes the URL).
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ConnectError),
+    /// Cluster mode could not register this node (Redis, or a duplicate node id).
+    #[error("cluster: {0}")]
+    Node(#[from] crate::cluster::nodes::StartError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -247,6 +250,15 @@ impl App {
         if let Some(redis) = &redis {
             // One call state for the cluster, in Redis (see cluster::call_state).
             hub = hub.with_call_store(CallStore::redis(redis.clone(), policy.calls.clone()));
+            // The lease first: presence and caps are written under it.
+            let admission = crate::cluster::admission::Admission::start(
+                redis.clone(),
+                &config.cluster,
+                &policy.rate_limits,
+                &limits,
+            )
+            .await?;
+            hub.set_cluster(admission);
         }
         let hub = Arc::new(hub);
         let sio = &config.socketio;
@@ -292,8 +304,11 @@ impl App {
                     "subscriptions refused".into(),
                 )
             })?;
+            if let Some(cluster) = hub.cluster() {
+                cluster.set_hooks(signaling::liveness::NodeHooks::new(io.clone(), &hub));
+            }
             // From now on every reconnect resubscribes the adapter's channels.
-            drop(subscriber.manage_subscriptions());
+            drop(crate::cluster::resubscribe_on_reconnect(subscriber));
             tracing::info!(node = %node_id, "cluster mode: Redis adapter attached");
             if sio.transports.contains(&Transport::Polling) {
                 tracing::warn!(
@@ -311,13 +326,15 @@ impl App {
             Duration::from_secs(config.auth.session_recheck_secs),
         );
         if redis.is_some() {
-            // Cluster timers: this node claims and fires its share of p:timers.
-            // Presence: the adapter's fetch_sockets until the cluster presence
-            // replaces it.
+            // Cluster timers: this node claims and fires its share of p:timers,
+            // with cluster presence (one Redis round trip per timer user).
+            let online = hub
+                .cluster()
+                .map(|c| signaling::liveness::presence(c.presence.clone()));
             drop(io.spawn_cluster_timers(
                 &hub,
                 Duration::from_millis(config.cluster.timer_poll_ms),
-                None,
+                online,
             ));
         }
         let node = NodeInfo { id: node_id, redis };
@@ -455,7 +472,7 @@ impl App {
             self.router,
             settings,
             shutdown,
-            on_shutdown(self.io),
+            on_shutdown(self.io, self.hub.cluster().cloned()),
         )
         .await
     }
@@ -464,8 +481,14 @@ impl App {
 /// What Socket.IO clients get when the server stops: `serverShutdown`, then
 /// the close. It runs once the listener is closed, within
 /// `server.shutdown_grace_secs`.
-async fn on_shutdown(io: Io) {
+async fn on_shutdown(io: Io, cluster: Option<crate::cluster::admission::Admission>) {
     io.shutdown().await;
+    // Cluster mode: what this node held is released now, its users reported
+    // offline while its lease still holds, then the lease goes (the sockets'
+    // own disconnect handlers may still be running: both are idempotent).
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
 }
 
 /// Listen backlog: a burst of connects (a reconnect storm after a restart)

@@ -12,7 +12,12 @@
 //! Keys are `{key_prefix}:{…}` ([`Redis::key`]); which component owns which
 //! keys is listed in `docs/cluster.md`.
 
+pub mod admission;
 pub mod call_state;
+pub mod nodes;
+pub mod presence;
+pub mod rates;
+mod script;
 
 use std::fmt;
 use std::time::Duration;
@@ -150,11 +155,8 @@ impl Redis {
         })
     }
 
-    /// A subscriber client for the adapter. Call
-    /// `manage_subscriptions()` on it once the adapter has subscribed (not
-    /// before: on the first connect it would resubscribe an empty list, a
-    /// bare SUBSCRIBE that Redis refuses), so it resubscribes its channels
-    /// after every reconnect.
+    /// A subscriber client for the adapter. Once the adapter has
+    /// subscribed, start [`resubscribe_on_reconnect`] on it.
     ///
     /// # Errors
     /// [`ConnectError`], which never quotes the URL.
@@ -198,4 +200,53 @@ impl Redis {
         let ping: Result<String, _> = self.client.ping(None).await;
         ping.is_ok()
     }
+}
+
+/// After every reconnect of `sub`, subscribes again to the shard channels it
+/// tracks (the adapter's), so a Redis restart never leaves a node deaf.
+///
+/// fred's own `manage_subscriptions` is not used: its `resubscribe_all`
+/// sends `SUBSCRIBE` with the (empty) list of plain channels first, Redis
+/// refuses a bare SUBSCRIBE, and it gives up before the shard channels the
+/// adapter uses (seen with fred 10.1: after a Redis restart, events stopped
+/// crossing nodes). Each channel is resubscribed on its own, and a failure
+/// is retried at the next reconnect, or after a second.
+pub fn resubscribe_on_reconnect(
+    sub: fred::clients::SubscriberClient,
+) -> tokio::task::JoinHandle<()> {
+    use fred::interfaces::{EventInterface, PubsubInterface};
+    tokio::spawn(async move {
+        let mut reconnects = sub.reconnect_rx();
+        loop {
+            match reconnects.recv().await {
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+            let mut attempt = 0u32;
+            loop {
+                let channels = sub.tracked_shard_channels();
+                let mut failed = 0usize;
+                for channel in &channels {
+                    if sub.ssubscribe(channel.to_string()).await.is_err() {
+                        failed += 1;
+                    }
+                }
+                if failed == 0 {
+                    tracing::info!(
+                        channels = channels.len(),
+                        "Redis reconnected: adapter channels subscribed again"
+                    );
+                    break;
+                }
+                attempt += 1;
+                tracing::warn!(
+                    failed,
+                    attempt,
+                    "Redis reconnected but some adapter channels could not be subscribed; retrying"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    })
 }

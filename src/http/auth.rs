@@ -48,10 +48,17 @@ pub async fn register(
     body: JsonObject,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let key = state.limits.ip_key(ip);
-    state.limits.rates().register(key).map_err(|wait| {
+    let limited = |wait| {
         tracing::warn!(%ip, route = "register", "rate limited");
         ApiError::rate_limited(wait)
-    })?;
+    };
+    state.limits.rates().register(key).map_err(limited)?;
+    if let Some(cluster) = state.limits.cluster() {
+        cluster
+            .register(key)
+            .await
+            .map_err(|e| cluster_refusal(e, limited))?;
+    }
     if !state.registration_open {
         return Err(ClientError::new(ErrorCode::RegistrationClosed).into());
     }
@@ -120,14 +127,23 @@ async fn login_inner(
 ) -> Result<Json<Session>, ApiError> {
     let invalid = || ClientError::new(ErrorCode::InvalidCredentials);
     let LoginRequest { username, password } = LoginRequest::parse(&body)?;
+    let limited = |wait| {
+        tracing::warn!(%ip, route = "login", "rate limited");
+        ApiError::rate_limited(wait)
+    };
+    let key = state.limits.ip_key(ip);
     state
         .limits
         .rates()
-        .login(state.limits.ip_key(ip), username.as_ref())
-        .map_err(|wait| {
-            tracing::warn!(%ip, route = "login", "rate limited");
-            ApiError::rate_limited(wait)
-        })?;
+        .login(key, username.as_ref())
+        .map_err(limited)?;
+    // Cluster mode: password guessing must not multiply by the number of nodes.
+    if let Some(cluster) = state.limits.cluster() {
+        cluster
+            .login(key, username.as_ref())
+            .await
+            .map_err(|e| cluster_refusal(e, limited))?;
+    }
     let password = password.ok_or_else(invalid)?;
     let credentials = match &username {
         Some(u) => state.store.credentials(u).await?,
@@ -153,4 +169,16 @@ async fn login_inner(
 /// The user behind the bearer token.
 pub async fn me(CurrentUser(user): CurrentUser) -> Json<User> {
     Json(user)
+}
+
+/// A cluster-wide limit's refusal: `rate_limited` with its wait, or
+/// `unavailable` when Redis did not answer.
+fn cluster_refusal(
+    e: crate::cluster::rates::Limited,
+    limited: impl FnOnce(crate::limits::RetryAfter) -> ApiError,
+) -> ApiError {
+    match e {
+        crate::cluster::rates::Limited::Wait(wait) => limited(wait),
+        crate::cluster::rates::Limited::Cluster(e) => e.into(),
+    }
 }

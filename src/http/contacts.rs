@@ -52,6 +52,14 @@ pub async fn list(
             });
         }
     }
+    // Cluster mode: online on any node, one Redis round trip for them all.
+    if let Some(cluster) = state.hub.cluster() {
+        let ids: Vec<UserId> = contacts.iter().map(|c| c.id.clone()).collect();
+        let online = cluster.presence.online_many(&ids).await?;
+        for (contact, online) in contacts.iter_mut().zip(online) {
+            contact.online |= online;
+        }
+    }
     contacts.sort_by(|a, b| {
         (a.display_name.as_str(), a.username.as_str())
             .cmp(&(b.display_name.as_str(), b.username.as_str()))

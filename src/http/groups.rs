@@ -23,6 +23,7 @@ use super::error::ApiError;
 use super::extract::{CurrentUser, JsonObject};
 use std::collections::HashSet;
 
+use crate::cluster::rates::Limited;
 use crate::domain::{GroupId, GroupName, UserId};
 use crate::error::{ClientError, ErrorCode};
 use crate::signaling::call_store::Scope;
@@ -70,12 +71,21 @@ async fn group_for_member(
     }
 }
 
-/// Charges the caller's `group_changes` bucket.
-fn charge(state: &ApiState, me: &UserId) -> Result<(), ApiError> {
-    state.limits.rates().group_change(me).map_err(|wait| {
+/// Charges the caller's `group_changes` bucket (in cluster mode, then the
+/// cluster-wide one).
+async fn charge(state: &ApiState, me: &UserId) -> Result<(), ApiError> {
+    let limited = |wait| {
         tracing::warn!(user_id = %me, route = "groups", "rate limited");
         ApiError::rate_limited(wait)
-    })
+    };
+    state.limits.rates().group_change(me).map_err(limited)?;
+    if let Some(cluster) = state.limits.cluster() {
+        cluster.group_change(me).await.map_err(|e| match e {
+            Limited::Wait(wait) => limited(wait),
+            Limited::Cluster(e) => e.into(),
+        })?;
+    }
+    Ok(())
 }
 
 /// The same answer for an id that does not exist and one the caller may not
@@ -133,7 +143,7 @@ pub async fn create(
     CurrentUser(me): CurrentUser,
     body: JsonObject,
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
-    charge(&state, &me.id)?;
+    charge(&state, &me.id).await?;
     let name = body.field("name", GroupName::parse)?;
     let members = body.list("memberIds", MAX_MEMBERS_PER_REQUEST, UserId::parse)?;
     let allowed = co_members(&state, &me.id).await?;
@@ -191,7 +201,7 @@ pub async fn add_member(
     Path(id): Path<String>,
     body: JsonObject,
 ) -> Result<Json<GroupView>, ApiError> {
-    charge(&state, &me.id)?;
+    charge(&state, &me.id).await?;
     let id = parse_group_id(&id)?;
     let user = body.field("userId", UserId::parse)?;
     let group = group_for_member(&state, &id, &me.id).await?;
@@ -217,7 +227,7 @@ pub async fn remove_member(
     CurrentUser(me): CurrentUser,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    charge(&state, &me.id)?;
+    charge(&state, &me.id).await?;
     let id = parse_group_id(&id)?;
     let user = UserId::parse(&user).map_err(|_| ClientError::new(ErrorCode::NotFound))?;
     let group = group_for_member(&state, &id, &me.id).await?;
@@ -265,7 +275,7 @@ pub async fn set_owner(
     Path(id): Path<String>,
     body: JsonObject,
 ) -> Result<Json<GroupView>, ApiError> {
-    charge(&state, &me.id)?;
+    charge(&state, &me.id).await?;
     let id = parse_group_id(&id)?;
     let user = body.field("userId", UserId::parse)?;
     let group = group_for_member(&state, &id, &me.id).await?;

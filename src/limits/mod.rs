@@ -11,12 +11,13 @@ use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::cluster::rates::ClusterRates;
 use crate::domain::{UserId, Username};
 use crate::policy::{ConnectionPolicy, GroupPolicy, Rate, RateLimitPolicy};
 
@@ -363,6 +364,9 @@ pub struct Limits {
     pub connections: Arc<Connections>,
     groups: RwLock<GroupPolicy>,
     ipv6_prefix_len: u8,
+    /// Cluster mode: the same rate limits across every node, checked after
+    /// the local ones (see [`crate::cluster::rates`]).
+    cluster: OnceLock<ClusterRates>,
 }
 
 impl Limits {
@@ -374,6 +378,7 @@ impl Limits {
             connections: Arc::new(Connections::default()),
             groups: RwLock::new(GroupPolicy::default()),
             ipv6_prefix_len: 64,
+            cluster: OnceLock::new(),
         }
     }
 
@@ -383,6 +388,16 @@ impl Limits {
     pub fn with_ipv6_prefix_len(mut self, bits: u8) -> Self {
         self.ipv6_prefix_len = bits;
         self
+    }
+
+    /// Cluster mode: adds the cluster-wide rate limits (once, at start-up).
+    pub fn set_cluster(&self, rates: ClusterRates) {
+        let _ = self.cluster.set(rates);
+    }
+
+    /// The cluster-wide rate limits, in cluster mode.
+    pub fn cluster(&self) -> Option<&ClusterRates> {
+        self.cluster.get()
     }
 
     /// The group caps in force.
@@ -429,6 +444,9 @@ impl Limits {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Arc::new(RateLimiters::new(rates));
+        if let Some(cluster) = self.cluster.get() {
+            cluster.replace(rates);
+        }
         *self
             .caps
             .write()

@@ -106,6 +106,25 @@ pub fn is_online<A: Adapter>(io: &SocketIo<A>, user: &UserId) -> bool {
     !rooms::user_sockets(io, user).is_empty()
 }
 
+/// Whether `user` has a connected socket: on this node, else (cluster mode)
+/// on any live node (one Redis round trip).
+///
+/// # Errors
+/// `unavailable` when Redis does not answer in cluster mode.
+pub async fn online<A: Adapter>(
+    io: &SocketIo<A>,
+    hub: &Hub,
+    user: &UserId,
+) -> Result<bool, ClientError> {
+    if is_online(io, user) {
+        return Ok(true);
+    }
+    match hub.cluster() {
+        Some(cluster) => Ok(cluster.presence.online(user).await?),
+        None => Ok(false),
+    }
+}
+
 fn spawn_timer<A: Adapter>(
     io: SocketIo<A>,
     hub: Arc<Hub>,
@@ -234,7 +253,9 @@ pub async fn initiate_video_call<A: Adapter>(
         events::INITIATE_VIDEO_CALL,
         Channel::Call,
         ack,
-    ) else {
+    )
+    .await
+    else {
         return;
     };
     let mut ctx = Map::new();
@@ -312,7 +333,7 @@ async fn initiate_direct<A: Adapter>(
             return Err(not_shared().into());
         }
     }
-    if !is_online(io, &callee.id) {
+    if !online(io, hub, &callee.id).await? {
         return Err(ErrorCode::Offline.into());
     }
     let callee = Party {
@@ -346,7 +367,9 @@ pub async fn initiate_group_video_call<A: Adapter>(
         events::INITIATE_GROUP_VIDEO_CALL,
         Channel::Call,
         ack,
-    ) else {
+    )
+    .await
+    else {
         return;
     };
     let mut ctx = Map::new();
@@ -526,7 +549,9 @@ async fn control<A: Adapter>(
         event,
         Channel::Call,
         ack,
-    ) else {
+    )
+    .await
+    else {
         return;
     };
     let user_id = me.user_id.clone();
@@ -630,7 +655,9 @@ pub async fn refresh_jitsi_token<A: Adapter>(
         event,
         Channel::Call,
         ack,
-    ) else {
+    )
+    .await
+    else {
         return;
     };
     let mut ctx = Map::new();
@@ -701,6 +728,12 @@ pub async fn on_disconnect<A: Adapter>(
         return;
     };
     tracing::debug!(user_id = %me.user_id, ?reason, "socket disconnected");
+    if hub.cluster().is_some() {
+        // Cluster mode: the release says whether this was the user's last
+        // socket anywhere, and then reports them offline (signaling::liveness).
+        me.release_presence().await;
+        return;
+    }
     // The disconnecting socket is still in its rooms while this runs.
     let others = rooms::user_sockets(&io, &me.user_id)
         .into_iter()

@@ -5,6 +5,7 @@ pub mod call_store;
 pub mod calls;
 pub mod events;
 pub mod io;
+pub mod liveness;
 pub mod payload;
 pub mod registry;
 pub mod reply;
@@ -13,7 +14,7 @@ pub mod session;
 pub mod timers;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde_json::{Map, Value};
 use socketioxide::SocketIo;
@@ -57,6 +58,9 @@ pub struct Hub {
     /// aborted when the call ends: a call answered in a second must not
     /// keep a sleeping task (and its memory) for the rest of the ring time.
     ring_timers: Mutex<HashMap<CallId, tokio::task::AbortHandle>>,
+    /// Cluster mode: the cluster-wide checks (liveness, presence and caps,
+    /// rate limits). Unset in one process.
+    cluster: OnceLock<crate::cluster::admission::Admission>,
 }
 
 impl Hub {
@@ -79,7 +83,19 @@ impl Hub {
             jitsi,
             calls: CallStore::memory(policy),
             ring_timers: Mutex::new(HashMap::new()),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: installs the cluster-wide checks (once, at start-up,
+    /// before the server accepts sockets).
+    pub fn set_cluster(&self, admission: crate::cluster::admission::Admission) {
+        let _ = self.cluster.set(admission);
+    }
+
+    /// The cluster-wide checks, in cluster mode.
+    pub fn cluster(&self) -> Option<&crate::cluster::admission::Admission> {
+        self.cluster.get()
     }
 
     /// The hub with `calls` as its call state (cluster mode:

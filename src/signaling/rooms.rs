@@ -118,7 +118,9 @@ pub async fn user_online<A: Adapter>(
         events::USER_ONLINE,
         Channel::General,
         ack,
-    ) else {
+    )
+    .await
+    else {
         return;
     };
     let result = async {
@@ -163,7 +165,9 @@ pub async fn join_video_room<A: Adapter>(
         events::JOIN_VIDEO_ROOM,
         Channel::General,
         ack,
-    ) else {
+    )
+    .await
+    else {
         return;
     };
     let result = (|| {
@@ -191,7 +195,9 @@ pub async fn join_group_event<A: Adapter>(
         events::JOIN_GROUP,
         Channel::General,
         ack,
-    ) else {
+    )
+    .await
+    else {
         return;
     };
     let result = async {
@@ -233,7 +239,9 @@ pub async fn leave_group_event<A: Adapter>(
         events::LEAVE_GROUP,
         Channel::General,
         ack,
-    ) else {
+    )
+    .await
+    else {
         return;
     };
     let result = payload::group_id(data);
@@ -267,7 +275,9 @@ pub async fn group_created<A: Adapter>(
         events::GROUP_CREATED,
         Channel::General,
         ack,
-    ) else {
+    )
+    .await
+    else {
         return;
     };
     let result = async {

@@ -27,6 +27,10 @@ use super::registry::Refusal;
 use super::reply::{self, Channel};
 use super::{Hub, events, rooms};
 use crate::auth::TokenError;
+use crate::cluster::ClusterError;
+use crate::cluster::admission::Admission;
+use crate::cluster::presence::{AcquireError, PresenceSlot};
+use crate::cluster::rates::Limited;
 use crate::domain::{DisplayName, UserId};
 use crate::error::{ClientError, ErrorCode};
 use crate::http::client_ip::client_ip;
@@ -53,6 +57,9 @@ pub struct Session {
 #[derive(Debug)]
 struct SocketGuard {
     _slot: Slot,
+    /// Cluster mode: the cluster-wide slot (released at disconnect, or in
+    /// the background when dropped unreleased).
+    presence: Option<PresenceSlot>,
     expiry: tokio::task::AbortHandle,
     limited_in_a_row: AtomicU32,
 }
@@ -153,9 +160,13 @@ async fn admit_socket<A: Adapter>(
 ) -> Result<(), ConnectError> {
     let auth = auth.ok();
     let ip = socket_ip(&socket, hub);
-    if hub.limits.rates().handshake(hub.limits.ip_key(ip)).is_err() {
+    let ip_key = hub.limits.ip_key(ip);
+    if hub.limits.rates().handshake(ip_key).is_err() {
         tracing::warn!(reason = "rate_limited", %ip, "handshake refused");
         return Err(ConnectError::RateLimited);
+    }
+    if let Some(cluster) = hub.cluster() {
+        cluster_handshake(cluster, ip_key, ip).await?;
     }
     let Some(token) = presented_token(&auth, &socket.req_parts().headers) else {
         tracing::info!(reason = "missing", %ip, "handshake refused");
@@ -196,6 +207,30 @@ async fn admit_socket<A: Adapter>(
             tracing::warn!(reason = "connection_cap", cap = cap.as_str(), user_id = %user.id, %ip, "handshake refused");
             ConnectError::TooManyConnections
         })?;
+    let presence = match hub.cluster() {
+        Some(cluster) => Some(
+            cluster
+                .presence
+                .acquire(&user.id, ip_key, &hub.limits.caps())
+                .await
+                .map_err(|e| match e {
+                    AcquireError::Cap(cap) => {
+                        tracing::warn!(reason = "connection_cap", cap = cap.as_str(), scope = "cluster", user_id = %user.id, %ip, "handshake refused");
+                        ConnectError::TooManyConnections
+                    }
+                    AcquireError::Cluster(e) => {
+                        tracing::warn!(error = %e, "handshake refused: cluster unavailable");
+                        ConnectError::Unavailable
+                    }
+                })?,
+        ),
+        None => None,
+    };
+    // Fenced while the slot was being taken: this socket might miss the
+    // fence's disconnect sweep, so it is refused now (its slot is released).
+    if hub.cluster().is_some_and(|c| c.nodes.is_fenced()) {
+        return Err(ConnectError::Unavailable);
+    }
     let expiry = spawn_expiry(io, socket.id, verified.expires_at);
     socket.extensions.insert(Arc::new(Session {
         user_id: user.id.clone(),
@@ -204,6 +239,7 @@ async fn admit_socket<A: Adapter>(
         ip,
         guard: Arc::new(SocketGuard {
             _slot: slot,
+            presence,
             expiry,
             limited_in_a_row: AtomicU32::new(0),
         }),
@@ -218,6 +254,41 @@ async fn admit_socket<A: Adapter>(
     super::register_handlers(&socket);
     tracing::debug!(user_id = %user.id, groups = groups.len(), "handshake accepted");
     Ok(())
+}
+
+/// Cluster mode, before the token is even read: a fenced node refuses at
+/// once, and the handshake rate holds across every node (one round trip).
+async fn cluster_handshake(
+    cluster: &Admission,
+    ip_key: crate::limits::IpKey,
+    ip: IpAddr,
+) -> Result<(), ConnectError> {
+    if cluster.nodes.is_fenced() {
+        tracing::warn!(reason = "fenced", %ip, "handshake refused");
+        return Err(ConnectError::Unavailable);
+    }
+    match cluster.rates.handshake(ip_key).await {
+        Ok(()) => Ok(()),
+        Err(Limited::Wait(_)) => {
+            tracing::warn!(reason = "rate_limited", scope = "cluster", %ip, "handshake refused");
+            Err(ConnectError::RateLimited)
+        }
+        Err(Limited::Cluster(e)) => {
+            tracing::warn!(error = %e, "handshake refused: cluster unavailable");
+            Err(ConnectError::Unavailable)
+        }
+    }
+}
+
+impl Session {
+    /// Cluster mode: frees the socket's cluster-wide slot now (once), and
+    /// reports the user offline when it was their last socket anywhere. One
+    /// process: nothing (the local slot goes with the socket).
+    pub async fn release_presence(&self) {
+        if let Some(presence) = &self.guard.presence {
+            presence.release().await;
+        }
+    }
 }
 
 /// When the token expires, tells the socket (`tokenExpired`) and disconnects
@@ -306,7 +377,7 @@ impl From<ClientError> for Refused {
 /// # Errors
 /// `token_expired`, `unauthorized`, or `rate_limited` with `retryAfterMs`
 /// (and a disconnect after `rate_limits.disconnect_after` in a row).
-pub fn admit<A: Adapter>(
+pub async fn admit<A: Adapter>(
     socket: &SocketRef<A>,
     hub: &Hub,
     class: EventClass,
@@ -314,12 +385,22 @@ pub fn admit<A: Adapter>(
 ) -> Result<Arc<Session>, Refused> {
     let session = current(socket)?;
     let rates = hub.limits.rates();
-    match rates.event(class, &session.user_id) {
+    // Governor first (no round trip for a flood), then, in cluster mode, the
+    // same limit across every node.
+    let verdict = match rates.event(class, &session.user_id) {
+        Ok(()) => cluster_event(hub, class, &session.user_id).await,
+        Err(wait) => Err(Limited::Wait(wait)),
+    };
+    match verdict {
         Ok(()) => {
             session.guard.limited_in_a_row.store(0, Ordering::Relaxed);
             Ok(session)
         }
-        Err(wait) => {
+        Err(Limited::Cluster(e)) => {
+            tracing::warn!(user_id = %session.user_id, event, error = %e, "event refused: cluster unavailable");
+            Err(ClientError::from(e).into())
+        }
+        Err(Limited::Wait(wait)) => {
             let in_a_row = session
                 .guard
                 .limited_in_a_row
@@ -341,9 +422,21 @@ pub fn admit<A: Adapter>(
     }
 }
 
+/// Cluster mode: the cluster-wide limit of `class` for `user` (one round
+/// trip), refused at once when this node is fenced. One process: nothing.
+async fn cluster_event(hub: &Hub, class: EventClass, user: &UserId) -> Result<(), Limited> {
+    let Some(cluster) = hub.cluster() else {
+        return Ok(());
+    };
+    if cluster.nodes.is_fenced() {
+        return Err(ClusterError::Fenced.into());
+    }
+    cluster.rates.event(class, user).await
+}
+
 /// [`admit`], answering the refusal itself: `None` means the event was
 /// refused and answered, and the handler has nothing more to do.
-pub fn admitted<A: Adapter>(
+pub async fn admitted<A: Adapter>(
     socket: &SocketRef<A>,
     hub: &Hub,
     class: EventClass,
@@ -351,7 +444,7 @@ pub fn admitted<A: Adapter>(
     channel: Channel,
     ack: AckSender<A>,
 ) -> Option<(Arc<Session>, AckSender<A>)> {
-    match admit(socket, hub, class, event) {
+    match admit(socket, hub, class, event).await {
         Ok(me) => Some((me, ack)),
         Err(refused) => {
             refused.reply(&hub.metrics, socket.clone(), ack, event, channel);
