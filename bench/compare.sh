@@ -24,10 +24,12 @@ usage: bash bench/compare.sh [--quick] [options]
   --profile release|debug build profile (default release; debug only for smoke runs)
   --callgate-bin PATH     use this callgate binary instead of building one
   --rounds N              rounds per server (default 5)
-  --servers LIST          any of callgate,callgate-mongo,node,relay (default
-                          callgate,node,relay); callgate-mongo is callgate on the
+  --servers LIST          any of callgate,callgate-mongo,callgate-cluster,node,relay
+                          (default callgate,node,relay); callgate-mongo is callgate on the
                           MongoDB store: CALLGATE_BENCH_MONGODB_URI, else a
-                          SecantusDB it starts (the one scripts/test installs)
+                          SecantusDB it starts (the one scripts/test installs);
+                          callgate-cluster is two callgate nodes on a redis-server it
+                          starts (callers on one node, callees on the other)
   --connections A,B       idle socket stages (default 5000,10000)
   --rates LIST            fixed call rates, calls/s (default 1000,2000)
   --steps LIST            throughput steps for the knee
@@ -195,17 +197,26 @@ if [[ ",$servers," == *,callgate-mongo,* ]]; then
 fi
 
 server_pid=""
+peer_pid=""
+redis_pid=""
+redis_port=""
 loadgen_pid=""
-stop_server() {
-  [[ -n $server_pid ]] || return 0
-  kill -TERM "$server_pid" 2>/dev/null || true
+stop_pid() {
+  local pid=$1
+  [[ -n $pid ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 100); do
-    kill -0 "$server_pid" 2>/dev/null || break
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  kill -KILL "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+stop_server() {
+  stop_pid "$server_pid"
+  stop_pid "$peer_pid"
+  stop_pid "$redis_pid"
+  server_pid="" peer_pid="" redis_pid=""
 }
 cleanup() {
   [[ -z $loadgen_pid ]] || kill -TERM "$loadgen_pid" 2>/dev/null || true
@@ -220,14 +231,62 @@ trap cleanup EXIT
 port_of() {
   case "$1" in
     callgate) echo $((base_port + 1)) ;; node) echo $((base_port + 2)) ;; relay) echo $((base_port + 3)) ;;
-    callgate-mongo) echo $((base_port + 4)) ;;
+    callgate-mongo) echo $((base_port + 4)) ;; callgate-cluster) echo $((base_port + 5)) ;;
   esac
+}
+peer_port=$((base_port + 6))
+
+wait_healthz() { # wait_healthz NAME PORT PID LOG
+  for _ in $(seq 300); do
+    if curl -sf "http://127.0.0.1:$2/healthz" >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! kill -0 "$3" 2>/dev/null; then
+      echo "$1 exited during start-up:" >&2
+      cat "$4" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "$1 did not answer /healthz within 30 s" >&2
+  exit 1
+}
+
+# callgate-cluster: a fresh, empty redis-server (no persistence, as the README
+# says a deployment needs) and two nodes on it, all on the server's CPUs: the
+# cluster gets the same CPU as the single node it is compared with.
+start_cluster() {
+  local log=$1
+  redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  launch "$server_cpus" redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
+    --daemonize no --maxclients 1000 >"$log.redis" 2>&1
+  redis_pid=$launched_pid
+  for _ in $(seq 100); do
+    [[ $(redis-cli -p "$redis_port" ping 2>/dev/null) == PONG ]] && break
+    sleep 0.1
+  done
+  local node port pid
+  for node in 1 2; do
+    port=$(port_of callgate-cluster)
+    [[ $node == 2 ]] && port=$peer_port
+    launch "$server_cpus" env RUST_LOG=warn CALLGATE_REDIS_URL="redis://127.0.0.1:$redis_port" \
+      CALLGATE__CLUSTER__NODE_ID="bench-$node" CALLGATE__CLUSTER__KEY_PREFIX=bench \
+      "$callgate_bin" --listen "127.0.0.1:$port" --seed "$seed" --policy "$bench_dir/policy.toml" \
+      >"$log.node$node" 2>&1
+    pid=$launched_pid
+    if [[ $node == 1 ]]; then server_pid=$pid; else peer_pid=$pid; fi
+    wait_healthz "callgate-cluster node $node" "$port" "$pid" "$log.node$node"
+  done
 }
 
 # Starts server $1 on its port, logging to $2; sets server_pid once /healthz answers.
 start_server() {
   local name=$1 log=$2 port
   port=$(port_of "$name")
+  if [[ $name == callgate-cluster ]]; then
+    start_cluster "$log"
+    return 0
+  fi
   case "$name" in
     callgate)
       launch "$server_cpus" env RUST_LOG=warn "$callgate_bin" --listen "127.0.0.1:$port" \
@@ -272,11 +331,15 @@ run_round() {
   port=$(port_of "$name")
   [[ $name == relay ]] && storm=0 # the relay has no login route
   tag="$name-r$round-a$attempt"
+  local cluster_args=()
   if [[ $name == callgate-mongo ]]; then
     mongo_db="callgate_bench_r${round}a${attempt}"
     "$mongo_python" "$bench_dir/mongo-seed.py" load "$mongo_uri" "$mongo_db" "$seed"
   fi
   start_server "$name" "$out/$tag.server.log"
+  if [[ $name == callgate-cluster ]]; then
+    cluster_args=(--peer-addr "127.0.0.1:$peer_port" --peer-pid "$peer_pid" --redis-addr "127.0.0.1:$redis_port")
+  fi
   if [[ $name == callgate-mongo ]]; then
     "$mongo_python" "$bench_dir/mongo-seed.py" counters "$mongo_uri" >"$out/$tag.mongo-before.json"
   fi
@@ -285,7 +348,7 @@ run_round() {
     --connections "$connections" --pairs "$pairs" --rates "$rates" --phase-secs "$phase_secs" \
     --steps "$steps" --step-secs "$step_secs" --knee-p99-ms "$knee_p99_ms" \
     --storm-clients "$storm" --storm-rate "$storm_rate" "${warmup[@]}" "${timing[@]}" \
-    --json >>"$results" 2>"$out/$tag.table"
+    "${cluster_args[@]+"${cluster_args[@]}"}" --json >>"$results" 2>"$out/$tag.table"
   loadgen_pid=$launched_pid
   wait "$loadgen_pid"
   loadgen_pid=""

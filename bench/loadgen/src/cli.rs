@@ -50,6 +50,8 @@ pub enum Target {
     Callgate,
     /// callgate on the MongoDB store.
     CallgateMongo,
+    /// Two callgate nodes on one Redis (cluster mode): callers on one, callees on the other.
+    CallgateCluster,
     /// The Node socket.io reference running the seed's handlers.
     Node,
     /// The bare socketioxide relay.
@@ -62,6 +64,7 @@ impl Target {
         match self {
             Self::Callgate => "callgate",
             Self::CallgateMongo => "callgate-mongo",
+            Self::CallgateCluster => "callgate-cluster",
             Self::Node => "node",
             Self::Relay => "relay",
         }
@@ -92,6 +95,19 @@ pub struct RunArgs {
     /// Server process id: RSS and CPU are read from /proc/<pid>.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// A second node of the same cluster: every odd-numbered socket (so every
+    /// callee) connects there, every even one (every caller) to --addr, so
+    /// each call crosses nodes.
+    #[arg(long)]
+    pub peer_addr: Option<SocketAddr>,
+    /// The second node's process id: RSS and CPU are the sum of both nodes.
+    #[arg(long)]
+    pub peer_pid: Option<u32>,
+    /// The cluster's Redis (`host:port`, no password): its `INFO commandstats`
+    /// is read around each phase to count Redis commands per call and per
+    /// connect.
+    #[arg(long)]
+    pub redis_addr: Option<SocketAddr>,
 
     /// Open sockets in stages up to these totals; memory is sampled after each.
     #[arg(long, value_delimiter = ',', default_value = "5000,10000")]

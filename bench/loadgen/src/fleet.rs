@@ -40,7 +40,9 @@ pub struct Growth {
 /// The open sockets, by user index.
 #[derive(Debug)]
 pub struct Fleet {
-    endpoint: Arc<Endpoint>,
+    /// Socket `i` connects to `endpoints[i % len]` (two nodes: callers on the
+    /// first, callees on the second).
+    endpoints: Vec<Arc<Endpoint>>,
     sockets_per_source: usize,
     clients: Vec<Option<Client>>,
     dropped: Arc<AtomicU64>,
@@ -66,10 +68,10 @@ fn count_failure(failed: &mut BTreeMap<String, (u64, String)>, kind: &str, messa
 }
 
 impl Fleet {
-    /// No sockets yet.
-    pub fn new(endpoint: Endpoint, sockets_per_source: usize) -> Self {
+    /// No sockets yet; sockets take the endpoints in turn.
+    pub fn new(endpoints: Vec<Endpoint>, sockets_per_source: usize) -> Self {
         Self {
-            endpoint: Arc::new(endpoint),
+            endpoints: endpoints.into_iter().map(Arc::new).collect(),
             sockets_per_source,
             clients: Vec::new(),
             dropped: Arc::new(AtomicU64::new(0)),
@@ -109,7 +111,7 @@ impl Fleet {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let endpoint = self.endpoint.clone();
+            let endpoint = self.endpoints[index % self.endpoints.len()].clone();
             let token = token.clone();
             let source = source_address(index, self.sockets_per_source);
             let dropped = self.dropped.clone();

@@ -5,7 +5,7 @@
 //! Layout: [`cli`] (arguments), [`seed`] (seed files), [`token`] (JWTs),
 //! [`http`] (login client), [`protocol`] (Socket.IO packets), [`client`] (one
 //! socket), [`fleet`] (many sockets), [`call`] and [`phase`] (open-loop call
-//! traffic), [`storm`] (login storm), [`probe`] (/proc), [`stats`]
+//! traffic), [`storm`] (login storm), [`probe`] (/proc), [`redis_stats`] (Redis commands), [`stats`]
 //! (histograms), [`scenario`] (a run), [`report`] (a run's report),
 //! [`summary`] (many runs compared).
 
@@ -17,6 +17,7 @@ mod http;
 mod phase;
 mod probe;
 mod protocol;
+mod redis_stats;
 mod report;
 mod scenario;
 mod seed;

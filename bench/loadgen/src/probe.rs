@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct ServerProbe {
     pid: u32,
+    /// A second server process (the other node of a cluster), summed in.
+    peer: Option<u32>,
     ticks_per_sec: u64,
 }
 
@@ -18,32 +20,52 @@ impl ServerProbe {
     pub fn new(pid: u32) -> Self {
         Self {
             pid,
+            peer: None,
             ticks_per_sec: clock_ticks_per_sec(),
         }
     }
 
-    /// Resident set size (`VmRSS`), in KiB; `None` once the process is gone.
-    pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
+    /// Also counts process `peer` (RSS and CPU are the sum of both).
+    pub fn with_peer(self, peer: Option<u32>) -> Self {
+        Self { peer, ..self }
     }
 
-    /// User plus system CPU time so far (`utime + stime`, every thread).
-    pub fn cpu(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // The command name (field 2) may hold spaces: count fields after its ')'.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        // utime and stime are fields 14 and 15; fields[0] is field 3.
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        Some(Duration::from_secs_f64(
-            (utime + stime) as f64 / self.ticks_per_sec as f64,
-        ))
+    fn pids(&self) -> impl Iterator<Item = u32> {
+        std::iter::once(self.pid).chain(self.peer)
     }
+
+    /// Resident set size (`VmRSS`), in KiB, of the server (both nodes summed
+    /// for a cluster); `None` once a process is gone.
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.pids().map(rss_kib_of).sum()
+    }
+
+    /// User plus system CPU time so far (`utime + stime`, every thread; both
+    /// nodes summed for a cluster).
+    pub fn cpu(&self) -> Option<Duration> {
+        self.pids().map(|p| cpu_of(p, self.ticks_per_sec)).sum()
+    }
+}
+
+fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+fn cpu_of(pid: u32, ticks_per_sec: u64) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; fields[0] is field 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / ticks_per_sec as f64,
+    ))
 }
 
 /// The kernel's `USER_HZ`, the unit of `/proc/<pid>/stat` times.

@@ -94,6 +94,9 @@ pub struct ConnectReport {
     pub generator_cpu_pct: f64,
     /// Server RSS after the stage settled, KiB.
     pub rss_kib: Option<u64>,
+    /// Redis commands per opened socket (cluster mode, given --redis-addr).
+    #[serde(default)]
+    pub redis_commands_per_connect: Option<f64>,
 }
 
 /// What a call phase was for.
@@ -159,6 +162,10 @@ pub struct PhaseReport {
     pub generator_cpu_pct: f64,
     /// CPU of every other process on the machine, % of one core.
     pub others_cpu_pct: Option<f64>,
+    /// Redis commands per completed call (initiate, accept and end) above the
+    /// idle background (cluster mode, given --redis-addr).
+    #[serde(default)]
+    pub redis_commands_per_call: Option<f64>,
 }
 
 impl PhaseReport {

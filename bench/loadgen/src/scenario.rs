@@ -13,6 +13,7 @@
 //! Then the verdict: a round with listen-queue overflows or a busy generator
 //! in a measured phase is marked for discarding.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::client::Endpoint;
 use crate::fleet::{Fleet, Growth};
 use crate::phase::{self, CallNumbers, Pair, PairPool, PhaseTally};
 use crate::probe::{self, CpuMeter, CpuWindow, ServerProbe};
+use crate::redis_stats;
 use crate::report::{
     ConnectReport, GeneratorReport, Knee, PhaseKind, PhaseReport, RunReport, Settings,
 };
@@ -48,13 +50,29 @@ struct CallBench {
     /// Server CPU per second of wall time with only idle sockets.
     idle_cpu_rate: Option<f64>,
     drain: Duration,
+    /// The cluster's Redis, and its commands per second with only idle
+    /// sockets (heartbeats, timer polls).
+    redis: Option<SocketAddr>,
+    idle_redis_rate: Option<f64>,
 }
 
 impl CallBench {
     async fn phase(&self, kind: PhaseKind, rate: f64, duration: Duration) -> PhaseReport {
         let meter = CpuMeter::start(self.probe);
+        let redis_before = self.redis.and_then(redis_stats::commands);
         let tally = phase::drive(&self.pool, &self.numbers, rate, duration, self.drain).await;
-        self.report(kind, rate, duration, &tally, &meter.stop())
+        let cpu = meter.stop();
+        let redis_after = self.redis.and_then(redis_stats::commands);
+        let mut report = self.report(kind, rate, duration, &tally, &cpu);
+        report.redis_commands_per_call = redis_before
+            .zip(redis_after)
+            .zip(self.idle_redis_rate)
+            .and_then(|((before, after), idle)| {
+                let above_idle =
+                    after.saturating_sub(before) as f64 - idle * cpu.wall.as_secs_f64();
+                (tally.completed > 0).then(|| above_idle.max(0.0) / tally.completed as f64)
+            });
+        report
     }
 
     fn report(
@@ -89,6 +107,7 @@ impl CallBench {
             server_cpu_us_per_call: per_call,
             generator_cpu_pct: cpu.own_pct_of_capacity(),
             others_cpu_pct: cpu.others_pct(),
+            redis_commands_per_call: None,
         }
     }
 }
@@ -122,6 +141,7 @@ fn connect_report(
             .map(|s| 1e6 * s.as_secs_f64() / growth.opened as f64),
         generator_cpu_pct: cpu.own_pct_of_capacity(),
         rss_kib,
+        redis_commands_per_connect: None,
     }
 }
 
@@ -227,13 +247,22 @@ async fn connect_stages(
     let mut stages = Vec::new();
     for &target in &args.connections {
         let meter = CpuMeter::start(probe);
+        let redis_before = args.redis_addr.and_then(redis_stats::commands);
         let growth = fleet
             .grow(tokens, target, args.connect_rate, args.connect_in_flight)
             .await;
         let cpu = meter.stop();
+        let redis_after = args.redis_addr.and_then(redis_stats::commands);
         tokio::time::sleep(secs(args.settle_secs)).await;
         let rss = probe.and_then(|p| p.rss_kib());
-        stages.push(connect_report(target, &growth, &cpu, rss));
+        let mut report = connect_report(target, &growth, &cpu, rss);
+        // Includes the stage's share of heartbeats and timer polls (a few per
+        // second), small beside thousands of connects.
+        report.redis_commands_per_connect = redis_before
+            .zip(redis_after)
+            .filter(|_| growth.opened > 0)
+            .map(|(b, a)| a.saturating_sub(b) as f64 / growth.opened as f64);
+        stages.push(report);
     }
     stages
 }
@@ -298,15 +327,24 @@ pub async fn run(args: &RunArgs) -> Result<RunReport, String> {
     }
     let users = &seed.users[..sockets];
     let tokens = tokens(args, users).await?;
-    let probe = args.server_pid.map(ServerProbe::new);
+    let probe = args
+        .server_pid
+        .map(|pid| ServerProbe::new(pid).with_peer(args.peer_pid));
     let overflows_before = probe::listen_overflows();
 
-    let mut fleet = Fleet::new(Endpoint::new(args.addr), args.sockets_per_source);
+    let mut endpoints = vec![Endpoint::new(args.addr)];
+    endpoints.extend(args.peer_addr.map(Endpoint::new));
+    let mut fleet = Fleet::new(endpoints, args.sockets_per_source);
     let connect = connect_stages(&mut fleet, &tokens, args, probe).await;
 
     let idle = CpuMeter::start(probe);
+    let redis_before = args.redis_addr.and_then(redis_stats::commands);
     tokio::time::sleep(secs(args.settle_secs)).await;
     let idle = idle.stop();
+    let redis_after = args.redis_addr.and_then(redis_stats::commands);
+    let idle_redis_rate = redis_before
+        .zip(redis_after)
+        .map(|(b, a)| a.saturating_sub(b) as f64 / idle.wall.as_secs_f64().max(f64::EPSILON));
     let bench = CallBench {
         pool: Arc::new(pairs(&fleet, users, args.pairs)),
         numbers: CallNumbers::default(),
@@ -315,6 +353,8 @@ pub async fn run(args: &RunArgs) -> Result<RunReport, String> {
             .server
             .map(|s| s.as_secs_f64() / idle.wall.as_secs_f64()),
         drain: secs(args.drain_secs),
+        redis: args.redis_addr,
+        idle_redis_rate,
     };
 
     let mut phases = Vec::new();

@@ -74,6 +74,9 @@ fn metrics(sample: &RunReport) -> Vec<Metric> {
         Metric::new("server CPU idle (all sockets open), %", 1, |r| {
             r.server_idle_cpu_pct
         }),
+        Metric::new("Redis commands per connect (last stage)", 1, |r| {
+            r.connect.last()?.redis_commands_per_connect
+        }),
     ];
     for &rate in &sample.settings.rates {
         let at = move |r: &RunReport| phase(r, PhaseKind::Fixed, rate).cloned();
@@ -111,6 +114,11 @@ fn metrics(sample: &RunReport) -> Vec<Metric> {
             format!("@{rate} calls/s: server CPU per call, µs"),
             0,
             move |r| at(r)?.server_cpu_us_per_call,
+        ));
+        rows.push(Metric::new(
+            format!("@{rate} calls/s: Redis commands per call (initiate+accept+end)"),
+            1,
+            move |r| at(r)?.redis_commands_per_call,
         ));
         rows.push(Metric::new(
             format!("@{rate} calls/s: calls not completed"),

@@ -1,0 +1,476 @@
+//! Nodes dying (kill -9), nodes drained (SIGTERM), Redis restarting.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// Alice on node `a` calls Bob on node `b`; Bob is rung. The call id.
+async fn ring(alice: &Client, bob: &mut Client) -> String {
+    let ack = alice
+        .emit_ack("initiateVideoCall", json!({ "receiverId": BOB.id }))
+        .await;
+    let call_id = ok(&ack)["callId"].as_str().expect("callId").to_string();
+    assert_eq!(
+        bob.next("incomingVideoCall").await["callId"],
+        call_id.as_str()
+    );
+    call_id
+}
+
+/// As [`ring`], then Bob accepts and Alice hears it.
+async fn accepted_call(alice: &mut Client, bob: &mut Client) -> String {
+    let call_id = ring(alice, bob).await;
+    ok(&bob
+        .emit_ack("acceptVideoCall", json!({ "callId": call_id }))
+        .await);
+    assert_eq!(
+        alice.next("videoCallAccepted").await["callId"],
+        call_id.as_str()
+    );
+    call_id
+}
+
+fn find_call<'a>(calls: &'a Value, call_id: &str) -> Option<&'a Value> {
+    calls.as_array()?.iter().find(|c| c["callId"] == call_id)
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_the_ring_timeout_fires_once_after_the_callers_node_was_killed() {
+    // The ring timeout (2 s) comes before the ringing grace (30 s) would
+    // cancel the call for the vanished caller: the timer, created by node a,
+    // must fire on node b.
+    let policy = PolicyFile {
+        ring_timeout_secs: 2,
+        ringing_grace_secs: 30,
+        ..PolicyFile::default()
+    };
+    let mut cluster = Cluster::start(2, policy).await;
+    let alice = cluster.connect(0, &ALICE).await;
+    let mut bob = cluster.connect(1, &BOB).await;
+    assert_eq!(
+        (alice.node.as_str(), bob.node.as_str()),
+        ("node-a", "node-b")
+    );
+    let call_id = ring(&alice, &mut bob).await;
+    let rung = Instant::now();
+
+    cluster.kill(0);
+
+    let ended = bob
+        .next_within("videoCallEnded", Duration::from_secs(8))
+        .await;
+    assert_eq!(ended["callId"], call_id.as_str());
+    assert_eq!(ended["reason"], "timeout", "{ended}");
+    assert!(
+        rung.elapsed() >= Duration::from_millis(1900),
+        "the ring timeout fired early, after {:?}",
+        rung.elapsed()
+    );
+    assert_eq!(
+        bob.next("videoCallMissed").await["callId"],
+        call_id.as_str()
+    );
+    // Exactly once, whichever node claimed it.
+    bob.assert_no("videoCallEnded").await;
+    failed(
+        &bob.emit_ack("acceptVideoCall", json!({ "callId": call_id }))
+            .await,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_a_dead_nodes_sockets_are_accounted_for_and_its_calls_resume_elsewhere() {
+    // Two sockets per user at most: Alice's two on node a hold both her
+    // slots until the cluster frees them.
+    let policy = PolicyFile {
+        ring_timeout_secs: 60,
+        ringing_grace_secs: 1,
+        reconnect_grace_secs: 15,
+        max_per_user: 2,
+        ..PolicyFile::default()
+    };
+    let mut cluster = Cluster::start(3, policy).await;
+    let mut alice = cluster.connect(0, &ALICE).await;
+    let alice_tab = cluster.connect(0, &ALICE).await;
+    let mut bob = cluster.connect(1, &BOB).await;
+    let mut carol = cluster.connect(2, &CAROL).await;
+    assert_eq!(
+        (
+            alice.node.as_str(),
+            alice_tab.node.as_str(),
+            bob.node.as_str(),
+            carol.node.as_str()
+        ),
+        ("node-a", "node-a", "node-b", "node-c")
+    );
+    // The cap holds across nodes before the death: a third socket anywhere is refused.
+    assert_eq!(
+        cluster.try_connect(2, &ALICE).await.err().as_deref(),
+        Some("too_many_connections")
+    );
+
+    // An accepted call between Alice (node a) and Bob (node b).
+    let call_id = accepted_call(&mut alice, &mut bob).await;
+
+    cluster.kill(0);
+    let killed = Instant::now();
+    drop((alice, alice_tab));
+
+    // Her slots are freed within the bound: two sockets on node c.
+    let mut alice = cluster.connect_when_free(2, &ALICE, DEAD_NODE_BOUND).await;
+    assert_eq!(alice.node, "node-c");
+    let freed_after = killed.elapsed();
+
+    // She gets her live call back on the new node and goes on with it.
+    let active = alice.next("activeVideoCalls").await;
+    let call = find_call(&active, &call_id).unwrap_or_else(|| panic!("{call_id} not in {active}"));
+    assert_eq!(call["state"], "active");
+    let tab = cluster.connect(2, &ALICE).await;
+    assert_eq!(tab.node, "node-c");
+    // Bob was never told the call ended.
+    bob.assert_no("videoCallEnded").await;
+    carol.assert_no("incomingVideoCall").await;
+
+    ok(&alice
+        .emit_ack("endVideoCall", json!({ "callId": call_id }))
+        .await);
+    let ended = bob.next("videoCallEnded").await;
+    assert_eq!(ended["callId"], call_id.as_str());
+    assert_eq!(ended["reason"], "hangup");
+    eprintln!("dead node's slots freed after {freed_after:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_calls_of_a_dead_node_end_after_their_graces_when_nobody_comes_back() {
+    // On node a: Alice, in an active call with Bob (node b), and Mallory,
+    // ringing Carol (node c).
+    let policy = PolicyFile {
+        ring_timeout_secs: 60,
+        ringing_grace_secs: 1,
+        reconnect_grace_secs: 2,
+        ..PolicyFile::default()
+    };
+    let mut cluster = Cluster::start(3, policy).await;
+    let mut alice = cluster.connect(0, &ALICE).await;
+    let mallory = cluster.connect(0, &MALLORY).await;
+    let mut bob = cluster.connect(1, &BOB).await;
+    let mut carol = cluster.connect(2, &CAROL).await;
+    assert_eq!(
+        (
+            alice.node.as_str(),
+            mallory.node.as_str(),
+            bob.node.as_str(),
+            carol.node.as_str()
+        ),
+        ("node-a", "node-a", "node-b", "node-c")
+    );
+    let active = accepted_call(&mut alice, &mut bob).await;
+    let ack = mallory
+        .emit_ack("initiateVideoCall", json!({ "receiverId": CAROL.id }))
+        .await;
+    let ringing = ok(&ack)["callId"].as_str().expect("callId").to_string();
+    assert_eq!(
+        carol.next("incomingVideoCall").await["callId"],
+        ringing.as_str()
+    );
+
+    cluster.kill(0);
+    let killed = Instant::now();
+
+    // The ringing call whose caller vanished is cancelled for the callee:
+    // within the dead-node bound plus the ringing grace.
+    let ended = carol
+        .next_within("videoCallEnded", DEAD_NODE_BOUND + Duration::from_secs(1))
+        .await;
+    assert_eq!(ended["callId"], ringing.as_str());
+    assert_eq!(ended["reason"], "caller_disconnected");
+    // The accepted call entered the reconnect grace (2 s), then ended for Bob.
+    let ended = bob
+        .next_within("videoCallEnded", DEAD_NODE_BOUND + Duration::from_secs(2))
+        .await;
+    assert_eq!(ended["callId"], active.as_str());
+    assert_eq!(ended["reason"], "disconnected");
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "the reconnect grace was cut short: {:?}",
+        killed.elapsed()
+    );
+    // Bob is free again: Carol can call him.
+    let ack = carol
+        .emit_ack("initiateVideoCall", json!({ "receiverId": BOB.id }))
+        .await;
+    ok(&ack);
+    bob.next("incomingVideoCall").await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_a_rolling_restart_keeps_accepted_and_ringing_calls() {
+    let policy = PolicyFile {
+        ring_timeout_secs: 60,
+        ringing_grace_secs: 10,
+        reconnect_grace_secs: 10,
+        ..PolicyFile::default()
+    };
+    let mut cluster = Cluster::start(3, policy).await;
+    let mut alice = cluster.connect(0, &ALICE).await;
+    let mut bob = cluster.connect(1, &BOB).await;
+    let mallory = cluster.connect(2, &MALLORY).await;
+    let mut carol = cluster.connect(0, &CAROL).await;
+    assert_eq!(
+        (
+            alice.node.as_str(),
+            bob.node.as_str(),
+            mallory.node.as_str(),
+            carol.node.as_str()
+        ),
+        ("node-a", "node-b", "node-c", "node-a")
+    );
+    // On node a: Alice in an accepted call with Bob, Carol rung by Mallory.
+    let active = accepted_call(&mut alice, &mut bob).await;
+    let ack = mallory
+        .emit_ack("initiateVideoCall", json!({ "receiverId": CAROL.id }))
+        .await;
+    let ringing = ok(&ack)["callId"].as_str().expect("callId").to_string();
+    assert_eq!(
+        carol.next("incomingVideoCall").await["callId"],
+        ringing.as_str()
+    );
+
+    // Drain node a.
+    cluster.terminate(0).await;
+    let notice = alice.next("serverShutdown").await;
+    assert_eq!(notice["code"], "server_shutdown");
+    assert_eq!(
+        carol.next("serverShutdown").await["code"],
+        "server_shutdown"
+    );
+
+    // The load balancer sends them to node b and c.
+    let mut alice = cluster.connect(1, &ALICE).await;
+    let mut carol = cluster.connect(2, &CAROL).await;
+    assert_eq!(
+        (alice.node.as_str(), carol.node.as_str()),
+        ("node-b", "node-c")
+    );
+    let calls = alice.next("activeVideoCalls").await;
+    let call = find_call(&calls, &active).unwrap_or_else(|| panic!("{active} not in {calls}"));
+    assert_eq!(call["state"], "active");
+    // The ringing call is re-announced: in activeVideoCalls (ringing) or rung again.
+    let calls = carol.next("activeVideoCalls").await;
+    let call = find_call(&calls, &ringing).unwrap_or_else(|| panic!("{ringing} not in {calls}"));
+    assert_eq!(call["state"], "ringing");
+    // Nobody's call ended because of the restart.
+    bob.assert_no("videoCallEnded").await;
+
+    // Carol answers on node c; Mallory on node c hears it.
+    ok(&carol
+        .emit_ack("acceptVideoCall", json!({ "callId": ringing }))
+        .await);
+    let mut mallory = mallory;
+    assert_eq!(
+        mallory.next("videoCallAccepted").await["callId"],
+        ringing.as_str()
+    );
+
+    // Node a comes back and takes sockets and calls again.
+    cluster.restart(0).await;
+    let mallory_again = cluster.connect(0, &MALLORY).await;
+    assert_eq!(mallory_again.node, "node-a");
+    ok(&alice
+        .emit_ack("endVideoCall", json!({ "callId": active }))
+        .await);
+    let ended = bob.next("videoCallEnded").await;
+    assert_eq!(ended["callId"], active.as_str());
+    assert_eq!(ended["reason"], "hangup");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_a_redis_restart_in_the_middle_of_traffic_is_survived() {
+    // This test owns its Redis: it kills it and starts it again, empty.
+    let mut redis = RedisServer::start();
+    let mut cluster = Cluster::start_on(redis.url(), 2, PolicyFile::default()).await;
+    let mut alice = cluster.connect(0, &ALICE).await;
+    let mut bob = cluster.connect(1, &BOB).await;
+    assert_eq!(
+        (alice.node.as_str(), bob.node.as_str()),
+        ("node-a", "node-b")
+    );
+    let call_id = accepted_call(&mut alice, &mut bob).await;
+    ok(&alice
+        .emit_ack("endVideoCall", json!({ "callId": call_id }))
+        .await);
+    bob.next("videoCallEnded").await;
+    cluster.wait_ready(200, WAIT).await;
+
+    redis.kill();
+
+    // While Redis is down: call events answer `unavailable`, fast, and
+    // /readyz is 503 on every node.
+    // (Both at once, right away: a node that cannot renew its lease for
+    // 1.5 s fences itself and closes its sockets.)
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ((a, a_took), (b, b_took)) = tokio::join!(
+        alice.emit_ack_timed("initiateVideoCall", json!({ "receiverId": BOB.id })),
+        bob.emit_ack_timed("initiateVideoCall", json!({ "receiverId": ALICE.id }))
+    );
+    failed(&a, "unavailable");
+    failed(&b, "unavailable");
+    assert!(
+        a_took < Duration::from_secs(1),
+        "unavailable took {a_took:?}"
+    );
+    assert!(
+        b_took < Duration::from_secs(1),
+        "unavailable took {b_took:?}"
+    );
+    cluster.wait_ready(503, Duration::from_secs(3)).await;
+    for node in &cluster.nodes {
+        let (status, body) = node.get("/readyz").await;
+        assert_eq!(status, 503, "{}: {body}", node.id);
+    }
+    // Nothing was half-applied: nobody was rung.
+    bob.assert_no("incomingVideoCall").await;
+
+    // Nothing crashed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.assert_running();
+
+    // Redis comes back, empty. The nodes heal by themselves.
+    redis.restart();
+    cluster.wait_ready(200, Duration::from_secs(15)).await;
+
+    // Calls across the nodes work again (the adapter resubscribed: the ring
+    // crosses from node a to node b). Clients connected after the heal; the
+    // old sockets may have been closed by a node that lost its lease.
+    let mut alice = cluster.connect(0, &ALICE).await;
+    let mut bob = cluster.connect(1, &BOB).await;
+    assert_eq!(
+        (alice.node.as_str(), bob.node.as_str()),
+        ("node-a", "node-b")
+    );
+    let mut rang = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let ack = alice
+            .emit_ack("initiateVideoCall", json!({ "receiverId": BOB.id }))
+            .await;
+        if ack["ok"] == true {
+            let call_id = ack["callId"].as_str().expect("callId").to_string();
+            assert_eq!(
+                bob.next("incomingVideoCall").await["callId"],
+                call_id.as_str()
+            );
+            ok(&bob
+                .emit_ack("acceptVideoCall", json!({ "callId": call_id }))
+                .await);
+            assert_eq!(
+                alice.next("videoCallAccepted").await["callId"],
+                call_id.as_str()
+            );
+            rang = true;
+            break;
+        }
+        // Only a node still rejoining may refuse, and only with `unavailable`.
+        failed(&ack, "unavailable");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        rang,
+        "no call across the nodes within 10 s of Redis coming back"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_a_node_cut_off_from_redis_fences_itself_and_its_users_go_on_elsewhere() {
+    // Node c reaches Redis through a link the test cuts; a and b do not.
+    let policy = PolicyFile {
+        ring_timeout_secs: 60,
+        reconnect_grace_secs: 20,
+        ..PolicyFile::default()
+    };
+    let shared = redis_url();
+    let link = Link::to(&shared).await;
+    let mut cluster = Cluster::start_with(shared, 3, policy, &[(2, link.url())]).await;
+    let mut bob = cluster.connect(0, &BOB).await;
+    let mut alice = cluster.connect(2, &ALICE).await;
+    assert_eq!(
+        (bob.node.as_str(), alice.node.as_str()),
+        ("node-a", "node-c")
+    );
+    let call_id = accepted_call(&mut alice, &mut bob).await;
+
+    link.cut();
+    let cut = Instant::now();
+
+    // Node c stops acting within its lease: its sockets are closed (so they
+    // reconnect to a live node), or, while still open, get `unavailable`,
+    // never a transition made on stale state.
+    loop {
+        let closed = alice
+            .drain()
+            .await
+            .iter()
+            .any(|(n, _)| n == "close" || n == "serverShutdown");
+        if closed {
+            break;
+        }
+        // No ack: the socket closed under the event (the next drain sees it).
+        if let Some((ack, took)) = alice
+            .try_emit_ack(
+                "initiateVideoCall",
+                json!({ "receiverId": CAROL.id }),
+                Duration::from_secs(2),
+            )
+            .await
+        {
+            failed(&ack, "unavailable");
+            assert!(took < Duration::from_secs(1), "unavailable took {took:?}");
+        }
+        assert!(
+            cut.elapsed() < DEAD_NODE_BOUND,
+            "node c still holds its sockets {:?} after losing Redis",
+            cut.elapsed()
+        );
+    }
+    let (status, _) = cluster.node(2).get("/readyz").await;
+    assert_eq!(status, 503, "a fenced node is not ready");
+
+    // Alice comes back on node b: her call is still there, Bob was told nothing.
+    let mut alice = cluster.connect_when_free(1, &ALICE, DEAD_NODE_BOUND).await;
+    assert_eq!(alice.node, "node-b");
+    let calls = alice.next("activeVideoCalls").await;
+    let call = find_call(&calls, &call_id).unwrap_or_else(|| panic!("{call_id} not in {calls}"));
+    assert_eq!(call["state"], "active");
+    bob.assert_no("videoCallEnded").await;
+
+    // The link comes back: node c registers again and serves calls.
+    link.restore();
+    cluster.wait_ready(200, Duration::from_secs(15)).await;
+    let mut carol = cluster
+        .connect_when_free(2, &CAROL, Duration::from_secs(10))
+        .await;
+    assert_eq!(carol.node, "node-c");
+    let ack = bob
+        .emit_ack("endVideoCall", json!({ "callId": call_id }))
+        .await;
+    ok(&ack);
+    assert_eq!(alice.next("videoCallEnded").await["reason"], "hangup");
+    let ack = alice
+        .emit_ack("initiateVideoCall", json!({ "receiverId": CAROL.id }))
+        .await;
+    let second = ok(&ack)["callId"].as_str().expect("callId").to_string();
+    assert_eq!(
+        carol.next("incomingVideoCall").await["callId"],
+        second.as_str()
+    );
+    cluster.assert_running();
+}
