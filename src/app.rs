@@ -308,7 +308,9 @@ impl App {
                 cluster.set_hooks(signaling::liveness::NodeHooks::new(io.clone(), &hub));
             }
             // From now on every reconnect resubscribes the adapter's channels.
-            drop(crate::cluster::resubscribe_on_reconnect(subscriber));
+            if let Some(cluster) = hub.cluster() {
+                crate::cluster::resubscribe_on_reconnect(subscriber, cluster.subscribed.clone());
+            }
             tracing::info!(node = %node_id, "cluster mode: Redis adapter attached");
             if sio.transports.contains(&Transport::Polling) {
                 tracing::warn!(

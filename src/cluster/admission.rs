@@ -30,6 +30,9 @@ pub struct Admission {
     pub presence: Presence,
     /// Rate limits.
     pub rates: ClusterRates,
+    /// Whether the adapter hears the other nodes (false while its
+    /// subscriber reconnects after a Redis outage).
+    pub subscribed: super::Subscribed,
 }
 
 impl Admission {
@@ -53,6 +56,7 @@ impl Admission {
             presence: Presence::new(nodes.clone()),
             rates,
             nodes,
+            subscribed: super::Subscribed::new(),
         })
     }
 
@@ -60,6 +64,14 @@ impl Admission {
     /// cluster-wide. Dead nodes are swept only once hooks are set.
     pub fn set_hooks(&self, hooks: Arc<dyn Hooks>) {
         self.nodes.set_hooks(hooks);
+    }
+
+    /// Whether this node may admit sockets: it holds its lease (not fenced)
+    /// and its adapter hears the other nodes. A node back from a Redis outage
+    /// re-registers before its subscriber has resubscribed; in between, a
+    /// ring sent to its users would be lost, so it is not ready yet.
+    pub fn serving(&self) -> bool {
+        !self.nodes.is_fenced() && self.subscribed.is_ready()
     }
 
     /// Graceful shutdown: see [`Nodes::shutdown`]. Call it after the local

@@ -211,10 +211,26 @@ impl Redis {
 /// adapter uses (seen with fred 10.1: after a Redis restart, events stopped
 /// crossing nodes). Each channel is resubscribed on its own, and a failure
 /// is retried at the next reconnect, or after a second.
-pub fn resubscribe_on_reconnect(
-    sub: fred::clients::SubscriberClient,
-) -> tokio::task::JoinHandle<()> {
+///
+/// `subscribed` is false from the moment the subscriber is seen disconnected
+/// (checked every 100 ms, and at every reconnect) until every channel is
+/// subscribed again: a node that would not hear the other nodes is not ready
+/// ([`Subscribed::is_ready`]) and refuses sockets.
+pub fn resubscribe_on_reconnect(sub: fred::clients::SubscriberClient, subscribed: Subscribed) {
     use fred::interfaces::{EventInterface, PubsubInterface};
+    {
+        let sub = sub.clone();
+        let subscribed = subscribed.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                if !sub.is_connected() {
+                    subscribed.set(false);
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         let mut reconnects = sub.reconnect_rx();
         loop {
@@ -223,6 +239,7 @@ pub fn resubscribe_on_reconnect(
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
+            subscribed.set(false);
             let mut attempt = 0u32;
             loop {
                 let channels = sub.tracked_shard_channels();
@@ -232,7 +249,8 @@ pub fn resubscribe_on_reconnect(
                         failed += 1;
                     }
                 }
-                if failed == 0 {
+                if failed == 0 && sub.is_connected() {
+                    subscribed.set(true);
                     tracing::info!(
                         channels = channels.len(),
                         "Redis reconnected: adapter channels subscribed again"
@@ -248,5 +266,37 @@ pub fn resubscribe_on_reconnect(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    })
+    });
+}
+
+/// Whether this node's adapter is subscribed to the other nodes' channels
+/// (false while its subscriber reconnects). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Subscribed(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Subscribed {
+    /// Subscribed (the adapter subscribes before the node serves).
+    pub fn new() -> Self {
+        Self(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+            true,
+        )))
+    }
+
+    /// Whether events from other nodes reach this one.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set(&self, ready: bool) {
+        let was = self.0.swap(ready, std::sync::atomic::Ordering::AcqRel);
+        if was && !ready {
+            tracing::warn!("Redis subscriber disconnected: not ready until it has resubscribed");
+        }
+    }
+}
+
+impl Default for Subscribed {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -39,8 +39,9 @@ pub async fn metrics(State(state): State<ApiState>) -> impl axum::response::Into
 /// 200 when the directory answers a ping (and, on a cluster node, Redis
 /// too); 503 `store_unavailable` (with `Retry-After`) when the directory does
 /// not answer within `store.mongodb.readyz_timeout_ms`, 503 `unavailable`
-/// when Redis does not answer within `cluster.redis_timeout_ms` or this
-/// node is fenced (its lease lost, rejoining).
+/// when Redis does not answer within `cluster.redis_timeout_ms`, this node
+/// is fenced (its lease lost, rejoining), or its adapter is not subscribed
+/// to the other nodes yet.
 pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await?;
     if let Some(redis) = &state.node.redis
@@ -48,8 +49,9 @@ pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
     {
         return Err(crate::cluster::ClusterError::Unavailable.into());
     }
-    // A fenced node (lease lost) refuses every socket until it has rejoined.
-    if state.hub.cluster().is_some_and(|c| c.nodes.is_fenced()) {
+    // A fenced node (lease lost) refuses every socket until it has rejoined,
+    // and a node whose adapter is resubscribing would not hear other nodes.
+    if state.hub.cluster().is_some_and(|c| !c.serving()) {
         return Err(crate::cluster::ClusterError::Fenced.into());
     }
     Ok(Json(json!({ "status": "ready", "node": state.node.id })))

@@ -228,7 +228,7 @@ async fn admit_socket<A: Adapter>(
     };
     // Fenced while the slot was being taken: this socket might miss the
     // fence's disconnect sweep, so it is refused now (its slot is released).
-    if hub.cluster().is_some_and(|c| c.nodes.is_fenced()) {
+    if hub.cluster().is_some_and(|c| !c.serving()) {
         return Err(ConnectError::Unavailable);
     }
     let expiry = spawn_expiry(io, socket.id, verified.expires_at);
@@ -263,8 +263,13 @@ async fn cluster_handshake(
     ip_key: crate::limits::IpKey,
     ip: IpAddr,
 ) -> Result<(), ConnectError> {
-    if cluster.nodes.is_fenced() {
-        tracing::warn!(reason = "fenced", %ip, "handshake refused");
+    if !cluster.serving() {
+        let reason = if cluster.nodes.is_fenced() {
+            "fenced"
+        } else {
+            "resubscribing"
+        };
+        tracing::warn!(reason, %ip, "handshake refused");
         return Err(ConnectError::Unavailable);
     }
     match cluster.rates.handshake(ip_key).await {
