@@ -605,13 +605,8 @@ impl Nodes {
         }
     }
 
-    /// Stops heartbeating and sweeping at once, cleaning up nothing: what a
-    /// crash (kill -9) leaves behind. The lease expires by itself and
-    /// another node cleans up. For tests and for a node that must stop
-    /// acting now.
-    pub fn halt(&self) {
-        self.stopping.store(true, Ordering::Release);
-        self.fenced.store(true, Ordering::Release);
+    /// Aborts the heartbeat-and-sweep task, if it runs.
+    fn stop_task(&self) {
         if let Some(task) = self
             .task
             .lock()
@@ -620,6 +615,16 @@ impl Nodes {
         {
             task.abort();
         }
+    }
+
+    /// Stops heartbeating and sweeping at once, cleaning up nothing: what a
+    /// crash (kill -9) leaves behind. The lease expires by itself and
+    /// another node cleans up. For tests and for a node that must stop
+    /// acting now.
+    pub fn halt(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.fenced.store(true, Ordering::Release);
+        self.stop_task();
     }
 
     /// Graceful shutdown: cleans up this node's entries (reporting offline
@@ -648,14 +653,7 @@ impl Nodes {
             }
         }
         self.fenced.store(true, Ordering::Release);
-        if let Some(task) = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
-        }
+        self.stop_task();
         let resigned: Result<i64, _> = RESIGN
             .run(
                 &self.redis,
