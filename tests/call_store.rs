@@ -34,6 +34,7 @@ use callgate::auth::TokenKeys;
 use callgate::cluster::ClusterError;
 use callgate::cluster::Redis;
 use callgate::cluster::call_state::{ClaimedTimer, RECORD_TTL, RoundTrips};
+use callgate::cluster::rates::Charge;
 use callgate::config::{Config, Overrides};
 use callgate::domain::call::Party;
 use callgate::domain::{CallId, DisplayName, GroupId, GroupName, RoomName, UserId};
@@ -43,12 +44,14 @@ use callgate::limits::Limits;
 use callgate::metrics::Metrics;
 use callgate::policy::{CallPolicy, Policy};
 use callgate::signaling::Hub;
-use callgate::signaling::call_store::{CallStore, Scope};
+use callgate::signaling::call_store::{CallStore, Gate, GateError, Scope};
 use callgate::signaling::events;
 use callgate::signaling::registry::{Body, Origin, Outcome, Reason, Timer, To};
 use callgate::signaling::timers::{self, Presence};
 use callgate::store::{EmbeddedStore, Store};
-use fred::interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface};
+use fred::interfaces::{
+    ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface,
+};
 use fred::types::{ClusterHash, CustomCommand};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -1102,6 +1105,87 @@ async fn redis_round_trips_per_transition_are_few_and_match_commandstats() {
         );
         assert_eq!(counted, initiate + accept + hangup);
     }
+}
+
+#[tokio::test]
+async fn redis_a_gate_charges_counts_presence_and_reads_in_the_first_round_trip() {
+    let Some(env) = cluster("gate").await else {
+        return;
+    };
+    let (a, b, c) = (party(1), party(2), party(3));
+    let s = env.store();
+    let redis = env.redis(0);
+    let client = redis.client();
+    // One a minute, no burst: the first charge passes, the next one waits ~60 s.
+    let charge = |bucket: &str| Charge {
+        key: redis.key(&format!("rl:test:{bucket}")),
+        period: 60_000_000,
+        tau: 0,
+    };
+    let o = origin();
+    let initiate = |to: &Party, gate: Gate| {
+        let (a, to) = (a.clone(), to.clone());
+        let scope = Scope::user(&a.id).and_user(&to.id);
+        async move {
+            s.run_gated(scope, gate, |r| {
+                r.initiate_direct(a.clone(), to.clone(), None, o)
+            })
+            .await
+        }
+    };
+    let gate = |bucket: &str, online: &Party| Gate {
+        charge: Some(charge(bucket)),
+        online: Some(online.id.clone()),
+    };
+
+    // b has no socket anywhere: offline, once the charge was taken. Nothing written.
+    let t0 = env.round_trips(0).await;
+    let e = initiate(&b, gate("one", &b)).await.expect_err("offline");
+    assert_eq!(e, GateError::Offline);
+    let t = env.round_trips(0).await;
+    // (The first run of each script also loads it: not counted here.)
+    assert_eq!(
+        (t.loads - t0.loads, t.commits - t0.commits),
+        (1, 0),
+        "one read"
+    );
+    assert_eq!(env.leftovers().await, (0, 0), "nothing written");
+
+    // b is online now (a socket on this node, whose lease holds), but the
+    // bucket was charged: refused, with the wait, and nothing read or written.
+    let () = client
+        .hset(redis.key(&format!("conn:user:{}", b.id)), (redis.node(), 1))
+        .await
+        .expect("presence");
+    match initiate(&b, gate("one", &b)).await {
+        Err(GateError::Limited(wait)) => assert!(
+            wait.0 > Duration::from_secs(50),
+            "waits for the next token: {wait:?}"
+        ),
+        other => panic!("charged bucket must refuse: {other:?}"),
+    }
+    assert_eq!(env.leftovers().await, (0, 0), "nothing written");
+
+    // A fresh bucket: the gate and the commit, two round trips, and it rings.
+    let t1 = env.round_trips(0).await;
+    let rung = initiate(&b, gate("two", &b)).await.expect("admitted");
+    let rung = rung.value.expect("rings");
+    assert_eq!(rung.emits[0].event, events::INCOMING_VIDEO_CALL);
+    let t2 = env.round_trips(0).await;
+    let (reads, commits) = (t2.loads - t1.loads, t2.commits - t1.commits);
+    assert_eq!((reads, commits), (1, 1), "the gate was the only read");
+
+    // A socket on a node whose lease is gone does not make c online.
+    let () = client
+        .hset(redis.key(&format!("conn:user:{}", c.id)), ("dead-node", 1))
+        .await
+        .expect("presence");
+    let e = initiate(&c, gate("three", &c)).await.expect_err("offline");
+    assert_eq!(e, GateError::Offline);
+
+    // An empty gate is a plain run (a redials b: the new call replaces the old).
+    let again = initiate(&b, Gate::default()).await.expect("runs");
+    assert!(again.value.is_ok(), "redial: {:?}", again.value.err());
 }
 
 #[tokio::test]

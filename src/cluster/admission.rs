@@ -8,8 +8,11 @@
 //! the hashes a cleanup walks), which a sharded Redis does not allow.
 //!
 //! Redis round trips: a handshake 2 (handshake rate, slot), an admitted
-//! event 1 (its rate), an initiate 1 more (is the callee online), a
-//! disconnect 1 (release). A fenced node answers every check from memory.
+//! event 1 (its rate), a disconnect 1 (release). A call event (initiate,
+//! accept, reject, end) takes its rate charge, and an initiate whether the
+//! callee is online, in its transition's first read: no round trip of their
+//! own ([`crate::signaling::call_store::Gate`]). A fenced node answers every
+//! check from memory.
 
 use std::sync::Arc;
 

@@ -12,9 +12,13 @@
 //! | `p:timers` | sorted set: [`Timer`] as JSON, scored by due time (Unix ms) |
 //!
 //! # A transition
-//! 1. Load: one `MGET` of the scope's keys (acting users, named calls, rooms,
+//! 1. Load: one read of the scope's keys (acting users, named calls, rooms,
 //!    groups, new parties), and a second `MGET` of the calls those records
-//!    name when they are not loaded yet.
+//!    name when they are not loaded yet. A call event's first read is the
+//!    [`GATE`] script: it takes the event's cluster-wide rate charge and
+//!    counts the callee's presence (an initiate) in the same round trip,
+//!    and reads nothing when the charge is refused; otherwise it is an
+//!    `MGET`.
 //! 2. Run the rule on a fresh [`Registry`] built from the records. If it
 //!    created or ended a call whose index records were not loaded (the other
 //!    party of a call being hung up, its room), load them (one `MGET`) and
@@ -27,9 +31,11 @@
 //!    all or nothing. A conflict starts again at 1, at most
 //!    [`MAX_ATTEMPTS`] times, then the transition is `unavailable`.
 //!
-//! A one-to-one call's setup costs 4 round trips: initiate (1 load + 1
-//! commit), accept (1 load + 1 commit). A hang-up costs 3 (the other party's
-//! record is loaded when the rule ends the call).
+//! A one-to-one call's setup costs 4 round trips, admission included:
+//! initiate (1 gated load + 1 commit), accept (1 gated load + 1 commit). A
+//! hang-up costs 2 when the payload's `callerId`/`receiverId` name the
+//! parties (their records are read ahead, never trusted), else 3 (the other
+//! party's record is loaded when the rule ends the call).
 //!
 //! # Cleanup
 //! Ended calls are deleted with every index record in the commit that ends
@@ -58,7 +64,7 @@ use fred::interfaces::{KeysInterface, LuaInterface};
 
 use super::{ClusterError, Redis};
 use crate::policy::CallPolicy;
-use crate::signaling::call_store::{Done, Effects, Scope};
+use crate::signaling::call_store::{Done, Effects, Gate, GateError, Scope};
 use crate::signaling::registry::{Outcome, RecordKey, Registry, Timer, diff, references};
 
 pub use crate::signaling::registry::UserRecord;
@@ -140,6 +146,33 @@ end
 return due
 ";
 
+/// A transition's first read with its admission: one round trip for the
+/// event's cluster-wide rate charge, the presence of a user it needs online
+/// and the records in scope. No call rule: it charges, counts and reads.
+///
+/// KEYS: the charged buckets, the presence hashes, then the records.
+/// ARGV: the key prefix, the number of buckets, the number of presence
+/// hashes, then `T` and `tau` per bucket ([`crate::cluster::rates`]).
+/// Returns `{i, wait}` when bucket `i` refuses (nothing read), else `{0}`
+/// followed by each presence hash's sockets on live nodes and each record
+/// (false when absent).
+pub const GATE: &str = concat!(
+    crate::cluster::presence::live_sum!(),
+    crate::cluster::rates::gcra_lua!(),
+    r"
+local nb, np = tonumber(ARGV[2]), tonumber(ARGV[3])
+local limited = gcra(1, nb, 3)
+if limited then return limited end
+local out = {0}
+for i = nb + 1, nb + np do out[#out + 1] = live_sum(KEYS[i]) end
+if #KEYS > nb + np then
+  local values = redis.call('MGET', unpack(KEYS, nb + np + 1))
+  for i = 1, #values do out[#out + 1] = values[i] end
+end
+return out
+"
+);
+
 /// A timer this node claimed, with its member in `p:timers`.
 #[derive(Debug, Clone)]
 pub struct ClaimedTimer {
@@ -220,6 +253,7 @@ pub struct RedisCalls {
     policy: RwLock<CallPolicy>,
     cas: Script,
     claim: Script,
+    gate: Script,
     lease_key: String,
     timers_key: String,
     counters: Counters,
@@ -240,6 +274,14 @@ fn corrupt(e: crate::signaling::registry::RecordError) -> ClusterError {
     ClusterError::Unavailable
 }
 
+/// A record as the gate returned it: absent is false (RESP3) or nil.
+fn record_value(v: fred::types::Value) -> Option<String> {
+    match v {
+        fred::types::Value::Null | fred::types::Value::Boolean(false) => None,
+        other => other.into_string(),
+    }
+}
+
 fn member(timer: &Timer) -> Option<String> {
     serde_json::to_string(timer).ok()
 }
@@ -254,6 +296,7 @@ impl RedisCalls {
             policy: RwLock::new(policy),
             cas: Script::new(CAS),
             claim: Script::new(CLAIM),
+            gate: Script::new(GATE),
             lease_key,
             timers_key,
             counters: Counters::default(),
@@ -313,23 +356,87 @@ impl RedisCalls {
         Ok(())
     }
 
-    /// Loads the scope and the calls its records name.
-    async fn load(
-        &self,
-        scope: &Scope,
-    ) -> Result<BTreeMap<RecordKey, Option<String>>, ClusterError> {
+    /// The records a scope names.
+    fn scope_keys(scope: &Scope) -> BTreeSet<RecordKey> {
         let mut keys: BTreeSet<RecordKey> = BTreeSet::new();
         keys.extend(scope.users.iter().cloned().map(RecordKey::User));
         keys.extend(scope.parties.iter().cloned().map(RecordKey::User));
         keys.extend(scope.calls.iter().copied().map(RecordKey::Call));
         keys.extend(scope.rooms.iter().cloned().map(RecordKey::Room));
         keys.extend(scope.groups.iter().cloned().map(RecordKey::Group));
+        keys
+    }
+
+    /// Loads the scope and the calls its records name.
+    async fn load(
+        &self,
+        scope: &Scope,
+    ) -> Result<BTreeMap<RecordKey, Option<String>>, ClusterError> {
         let mut fetched = BTreeMap::new();
-        self.mget(&keys, &mut fetched).await?;
-        // Follow what the acting users, rooms and groups name (not the
-        // parties: their other calls are none of this transition's business).
+        self.mget(&Self::scope_keys(scope), &mut fetched).await?;
+        self.follow(scope, &mut fetched).await?;
+        Ok(fetched)
+    }
+
+    /// [`Self::load`] with the gate's admission in the same round trip (see
+    /// [`GATE`]). Nothing is read when the charge is refused.
+    async fn load_gated(
+        &self,
+        scope: &Scope,
+        gate: &Gate,
+    ) -> Result<BTreeMap<RecordKey, Option<String>>, GateError> {
+        let keys = Self::scope_keys(scope);
+        let mut names = Vec::with_capacity(keys.len() + 2);
+        let mut args = vec![self.redis.prefix().to_owned()];
+        args.push(usize::from(gate.charge.is_some()).to_string());
+        args.push(usize::from(gate.online.is_some()).to_string());
+        if let Some(charge) = &gate.charge {
+            names.push(charge.key.clone());
+            args.push(charge.period.to_string());
+            args.push(charge.tau.to_string());
+        }
+        if let Some(user) = &gate.online {
+            names.push(self.redis.key(&format!("conn:user:{user}")));
+        }
+        names.extend(keys.iter().map(|k| self.key(k)));
+        self.counters.loads.fetch_add(1, Ordering::Relaxed);
+        let answer: Vec<fred::types::Value> = self.eval(&self.gate, names, args).await?;
+        let mut answer = answer.into_iter();
+        match answer.next().and_then(|v| v.as_i64()) {
+            Some(0) => {}
+            Some(_) => {
+                let wait = answer.next().and_then(|v| v.as_i64()).unwrap_or(1);
+                return Err(GateError::Limited(crate::cluster::rates::wait_of(wait)));
+            }
+            None => return Err(ClusterError::Unavailable.into()),
+        }
+        if gate.online.is_some() {
+            match answer.next().and_then(|v| v.as_i64()) {
+                Some(n) if n > 0 => {}
+                Some(_) => return Err(GateError::Offline),
+                None => return Err(ClusterError::Unavailable.into()),
+            }
+        }
+        let values: Vec<Option<String>> = answer.map(record_value).collect();
+        if values.len() != keys.len() {
+            return Err(ClusterError::Unavailable.into());
+        }
+        let mut fetched: BTreeMap<RecordKey, Option<String>> =
+            keys.into_iter().zip(values).collect();
+        self.follow(scope, &mut fetched).await?;
+        Ok(fetched)
+    }
+
+    /// Loads the calls that the acting users', rooms' and groups' records
+    /// name, when not loaded yet (the parties' other calls are none of this
+    /// transition's business).
+    async fn follow(
+        &self,
+        scope: &Scope,
+        fetched: &mut BTreeMap<RecordKey, Option<String>>,
+    ) -> Result<(), ClusterError> {
         let mut follow = BTreeSet::new();
-        for (key, value) in &fetched {
+        for (key, value) in fetched.iter() {
             let followed = match key {
                 RecordKey::User(u) => scope.users.contains(u),
                 RecordKey::Room(_) | RecordKey::Group(_) => true,
@@ -344,8 +451,7 @@ impl RedisCalls {
                 }
             }
         }
-        self.mget(&follow, &mut fetched).await?;
-        Ok(fetched)
+        self.mget(&follow, fetched).await
     }
 
     /// Runs `f` as a transition (see the module docs); `done` is a timer
@@ -356,8 +462,30 @@ impl RedisCalls {
         f: impl Fn(&mut Registry) -> T,
         done: Option<&str>,
     ) -> Result<Done<T>, ClusterError> {
+        self.run_gated(scope, f, done, None)
+            .await
+            .map_err(|e| match e {
+                GateError::Cluster(e) => e,
+                // No gate, so no charge refused and nobody required online.
+                GateError::Limited(_) | GateError::Offline => ClusterError::Unavailable,
+            })
+    }
+
+    /// [`Self::run`] with `gate` checked by the first read (one round trip
+    /// for both; a retry after a conflict reads without it, as the charge
+    /// was taken).
+    pub(crate) async fn run_gated<T: Effects>(
+        &self,
+        scope: &Scope,
+        f: impl Fn(&mut Registry) -> T,
+        done: Option<&str>,
+        mut gate: Option<&Gate>,
+    ) -> Result<Done<T>, GateError> {
         for attempt in 0..MAX_ATTEMPTS {
-            let mut fetched = self.load(scope).await?;
+            let mut fetched = match gate.take() {
+                Some(g) if !g.is_empty() => self.load_gated(scope, g).await?,
+                _ => self.load(scope).await?,
+            };
             let mut widenings = 0;
             let (mut value, mut registry) = loop {
                 let mut registry =
@@ -390,7 +518,7 @@ impl RedisCalls {
                 }
                 if widenings == MAX_WIDENINGS {
                     tracing::error!("call transition needs ever more records; refused");
-                    return Err(ClusterError::Unavailable);
+                    return Err(ClusterError::Unavailable.into());
                 }
                 widenings += 1;
                 self.mget(&missing, &mut fetched).await?;
@@ -419,7 +547,7 @@ impl RedisCalls {
             }
         }
         tracing::warn!("call transition kept conflicting; refused as unavailable");
-        Err(ClusterError::Unavailable)
+        Err(ClusterError::Unavailable.into())
     }
 
     async fn commit(

@@ -129,6 +129,9 @@ fn builder(cfg: &ClusterConfig) -> Result<(Builder, String), ConnectError> {
         c.max_command_attempts = 1;
         // Commands queued while reconnecting are bounded too.
         c.max_command_buffer_len = 10_000;
+        // Every command is small and waits for its answer: Nagle's algorithm
+        // would hold one behind another's unacknowledged segment.
+        c.tcp.nodelay = Some(true);
     })
     // Reconnect for ever: 50 ms doubling to 1 s.
     .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2));

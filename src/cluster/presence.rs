@@ -49,6 +49,7 @@ end
 "
     };
 }
+pub(crate) use live_sum;
 
 /// KEYS: lease, user hash, ip hash, node users. ARGV: prefix, token, node,
 /// max per user, max per ip, pair. -1 fenced, 1 user cap, 2 ip cap, 0 taken.

@@ -26,28 +26,60 @@ use crate::domain::{UserId, Username};
 use crate::limits::{EventClass, IpKey, RetryAfter};
 use crate::policy::{Rate, RateLimitPolicy};
 
-/// Checks buckets in order, charging each that passes, and stops at the
-/// first that refuses (as `RateLimiters::login` does). KEYS: buckets. ARGV:
-/// `T` and `tau` in microseconds, per bucket. `{0}` passed, else
-/// `{index, wait in microseconds}`.
-static GCRA: Script = Script::new(
-    r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-for i, key in ipairs(KEYS) do
-  local period = tonumber(ARGV[2 * i - 1])
-  local tau = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', key) or now) or now
-  local earliest = tat - tau
-  if now < earliest then
-    return {i, earliest - now}
+/// Lua: `gcra(first, count, arg)` checks the buckets `KEYS[first ..
+/// first + count - 1]` in order, charging each that passes, and stops at the
+/// first that refuses (as `RateLimiters::login` does). Bucket `i` reads `T`
+/// and `tau` (microseconds) from `ARGV[arg + 2i - 1]` and `ARGV[arg + 2i]`.
+/// `nil` when every bucket passed, else `{i, wait in microseconds}`.
+macro_rules! gcra_lua {
+    () => {
+        r"
+local function gcra(first, count, arg)
+  if count == 0 then return nil end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  for i = 1, count do
+    local key = KEYS[first + i - 1]
+    local period = tonumber(ARGV[arg + 2 * i - 1])
+    local tau = tonumber(ARGV[arg + 2 * i])
+    local tat = tonumber(redis.call('GET', key) or now) or now
+    local earliest = tat - tau
+    if now < earliest then
+      return {i, earliest - now}
+    end
+    local next = math.max(tat, now) + period
+    redis.call('SET', key, string.format('%.0f', next), 'PX', math.max(1, math.ceil((next - now) / 1000)))
   end
-  local next = math.max(tat, now) + period
-  redis.call('SET', key, string.format('%.0f', next), 'PX', math.max(1, math.ceil((next - now) / 1000)))
+  return nil
 end
-return {0}
-",
-);
+"
+    };
+}
+pub(crate) use gcra_lua;
+
+/// Checks buckets (see [`gcra_lua`]). KEYS: buckets. ARGV: `T` and `tau`
+/// per bucket. `{0}` passed, else `{index, wait in microseconds}`.
+static GCRA: Script = Script::new(concat!(gcra_lua!(), "return gcra(1, #KEYS, 0) or {0}\n"));
+
+/// One bucket to charge: its Redis key and its GCRA parameters. Taken on its
+/// own ([`ClusterRates::settle`]) or with a transition's first read (the
+/// call state's gate, one round trip for both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// The bucket's key (`p:rl:{class}:{key}`).
+    pub key: String,
+    /// `T`, microseconds.
+    pub period: i64,
+    /// `tau`, microseconds.
+    pub tau: i64,
+}
+
+/// The wait a refusing bucket answered (microseconds, at least 1).
+pub fn wait_of(micros: i64) -> RetryAfter {
+    RetryAfter(Duration::from_micros(
+        u64::try_from(micros).unwrap_or(1).max(1),
+    ))
+}
 
 /// Why a cluster-wide limit refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -103,27 +135,50 @@ impl ClusterRates {
             .clone()
     }
 
-    /// Checks `buckets` (name, rate) in order: one round trip.
-    async fn check(&self, buckets: &[(String, Rate)]) -> Result<(), Limited> {
-        let keys = buckets
-            .iter()
-            .map(|(name, _)| self.redis.key(&format!("rl:{name}")))
-            .collect();
-        let args = buckets
-            .iter()
-            .flat_map(|(_, rate)| {
-                let (period, tau) = gcra(*rate);
-                [Value::from(period), Value::from(tau)]
-            })
-            .collect();
+    fn charge(&self, name: &str, rate: Rate) -> Charge {
+        let (period, tau) = gcra(rate);
+        Charge {
+            key: self.redis.key(&format!("rl:{name}")),
+            period,
+            tau,
+        }
+    }
+
+    /// Checks `buckets` in order: one round trip.
+    async fn check(&self, buckets: Vec<Charge>) -> Result<(), Limited> {
+        let mut keys = Vec::with_capacity(buckets.len());
+        let mut args = Vec::with_capacity(2 * buckets.len());
+        for c in buckets {
+            keys.push(c.key);
+            args.push(Value::from(c.period));
+            args.push(Value::from(c.tau));
+        }
         let answer: Vec<i64> = GCRA.run(&self.redis, keys, args).await?;
         match answer.as_slice() {
             [0] => Ok(()),
-            [_, wait] => Err(Limited::Wait(RetryAfter(Duration::from_micros(
-                u64::try_from(*wait).unwrap_or(1).max(1),
-            )))),
+            [_, wait] => Err(Limited::Wait(wait_of(*wait))),
             _ => Err(ClusterError::Unavailable.into()),
         }
+    }
+
+    /// What a Socket.IO event of `class` by `user` is charged, to take with
+    /// the transition's first read (or [`ClusterRates::settle`] it alone).
+    pub fn event_charge(&self, class: EventClass, user: &UserId) -> Charge {
+        let p = self.policy();
+        let (name, rate) = match class {
+            EventClass::CallInitiate => ("call_initiate", p.call_initiate),
+            EventClass::CallControl => ("call_control", p.call_control),
+            EventClass::Rooms => ("rooms", p.rooms),
+        };
+        self.charge(&format!("{name}:{user}"), rate)
+    }
+
+    /// Takes `charge` on its own: one round trip.
+    ///
+    /// # Errors
+    /// [`Limited`].
+    pub async fn settle(&self, charge: Charge) -> Result<(), Limited> {
+        self.check(vec![charge]).await
     }
 
     /// A Socket.IO event of `class` by `user`.
@@ -131,13 +186,7 @@ impl ClusterRates {
     /// # Errors
     /// [`Limited`].
     pub async fn event(&self, class: EventClass, user: &UserId) -> Result<(), Limited> {
-        let p = self.policy();
-        let (name, rate) = match class {
-            EventClass::CallInitiate => ("call_initiate", p.call_initiate),
-            EventClass::CallControl => ("call_control", p.call_control),
-            EventClass::Rooms => ("rooms", p.rooms),
-        };
-        self.check(&[(format!("{name}:{user}"), rate)]).await
+        self.settle(self.event_charge(class, user)).await
     }
 
     /// A group creation or membership change by `user`.
@@ -146,7 +195,8 @@ impl ClusterRates {
     /// [`Limited`].
     pub async fn group_change(&self, user: &UserId) -> Result<(), Limited> {
         let rate = self.policy().group_changes;
-        self.check(&[(format!("group_changes:{user}"), rate)]).await
+        self.check(vec![self.charge(&format!("group_changes:{user}"), rate)])
+            .await
     }
 
     /// A Socket.IO handshake from `ip`.
@@ -155,7 +205,8 @@ impl ClusterRates {
     /// [`Limited`].
     pub async fn handshake(&self, ip: IpKey) -> Result<(), Limited> {
         let rate = self.policy().handshake_per_ip;
-        self.check(&[(format!("handshake:{ip}"), rate)]).await
+        self.check(vec![self.charge(&format!("handshake:{ip}"), rate)])
+            .await
     }
 
     /// A login from `ip` for `username`: the IP bucket first, the (username,
@@ -165,11 +216,11 @@ impl ClusterRates {
     /// [`Limited`].
     pub async fn login(&self, ip: IpKey, username: Option<&Username>) -> Result<(), Limited> {
         let p = self.policy();
-        let mut buckets = vec![(format!("login_ip:{ip}"), p.login_per_ip)];
+        let mut buckets = vec![self.charge(&format!("login_ip:{ip}"), p.login_per_ip)];
         if let Some(u) = username {
-            buckets.push((format!("login_user:{ip} {u}"), p.login_per_username));
+            buckets.push(self.charge(&format!("login_user:{ip} {u}"), p.login_per_username));
         }
-        self.check(&buckets).await
+        self.check(buckets).await
     }
 
     /// A registration from `ip`.
@@ -178,7 +229,8 @@ impl ClusterRates {
     /// [`Limited`].
     pub async fn register(&self, ip: IpKey) -> Result<(), Limited> {
         let rate = self.policy().register_per_ip;
-        self.check(&[(format!("register:{ip}"), rate)]).await
+        self.check(vec![self.charge(&format!("register:{ip}"), rate)])
+            .await
     }
 }
 

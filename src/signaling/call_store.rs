@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use super::registry::{Body, Outcome, Reason, Registry, Timer};
 use crate::cluster::call_state::{ClaimedTimer, RedisCalls, RoundTrips};
+use crate::cluster::rates::Charge;
 use crate::cluster::{ClusterError, Redis};
 use crate::domain::{CallId, GroupId, RoomName, UserId};
 use crate::jitsi::Grant;
+use crate::limits::RetryAfter;
 use crate::policy::CallPolicy;
 
 /// What a transition is about: the records a store loads before running it.
@@ -86,6 +88,39 @@ impl Scope {
         self.parties.extend(users);
         self
     }
+}
+
+/// What a transition's first read also checks in cluster mode, in the same
+/// round trip ([`crate::cluster::call_state::GATE`]): the event's
+/// cluster-wide rate charge and a user who must be online. One process
+/// checks both before the transition, from memory, so its gate is empty.
+#[derive(Debug, Default, Clone)]
+pub struct Gate {
+    /// The event's cluster-wide rate charge, taken before anything is read.
+    pub charge: Option<Charge>,
+    /// A user who must have a socket on a live node (an initiate's callee).
+    pub online: Option<UserId>,
+}
+
+impl Gate {
+    /// Whether there is nothing to check.
+    pub fn is_empty(&self) -> bool {
+        self.charge.is_none() && self.online.is_none()
+    }
+}
+
+/// Why a gated transition did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    /// The charge was refused: wait this long. Nothing was read.
+    #[error("rate limited")]
+    Limited(RetryAfter),
+    /// The user required online has no socket on a live node.
+    #[error("offline")]
+    Offline,
+    /// Redis failed, or this node is fenced: nothing changed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A transition's result that may carry timers to start.
@@ -223,6 +258,28 @@ impl CallStore {
         match self {
             Self::Memory(m) => Ok(m.run(f)),
             Self::Redis(r) => r.run(&scope, f, None).await,
+        }
+    }
+
+    /// [`CallStore::run`] behind `gate`: in cluster mode the first read also
+    /// takes the charge and counts the presence (one round trip); nothing
+    /// runs when either refuses. In memory the gate must be empty (one
+    /// process checked both already).
+    ///
+    /// # Errors
+    /// [`GateError`]: nothing was changed.
+    pub async fn run_gated<T: Effects>(
+        &self,
+        scope: Scope,
+        gate: Gate,
+        f: impl Fn(&mut Registry) -> T,
+    ) -> Result<Done<T>, GateError> {
+        match self {
+            Self::Memory(m) => {
+                debug_assert!(gate.is_empty(), "one process has no cluster gate");
+                Ok(m.run(f))
+            }
+            Self::Redis(r) => r.run_gated(&scope, f, None, Some(&gate)).await,
         }
     }
 

@@ -16,7 +16,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 
-use super::call_store::{Effects, Scope};
+use super::call_store::{Effects, Gate, Scope};
 use super::payload::{InitiateDirect, InitiateGroup};
 use super::registry::{Body, Emit, Origin, Outcome, Refusal, Timer, To, Transition};
 use super::reply::{self, Channel, WantsAck};
@@ -246,16 +246,14 @@ pub async fn initiate_video_call<A: Adapter>(
     io: SocketIo<A>,
     State(hub): State<Arc<Hub>>,
 ) {
-    let Some((me, ack)) = session::admitted(
+    let Some((mut pending, ack)) = session::admitted_pending(
         &socket,
         &hub,
         EventClass::CallInitiate,
         events::INITIATE_VIDEO_CALL,
         Channel::Call,
         ack,
-    )
-    .await
-    else {
+    ) else {
         return;
     };
     let mut ctx = Map::new();
@@ -263,7 +261,16 @@ pub async fn initiate_video_call<A: Adapter>(
         socket: socket.id,
         wants_ack,
     };
-    let result = initiate_direct(me, data, &io, &hub, origin, &mut ctx).await;
+    let me = pending.session().clone();
+    let result = initiate_direct(me, data, &io, &hub, origin, &mut ctx, &mut pending).await;
+    let result = match pending.finish(&hub, result).await {
+        Ok(result) => result,
+        Err(refused) => {
+            let event = events::INITIATE_VIDEO_CALL;
+            refused.reply(&hub.metrics, socket.clone(), ack, event, Channel::Call);
+            return;
+        }
+    };
     conclude(
         &socket,
         ack,
@@ -284,6 +291,7 @@ async fn initiate_direct<A: Adapter>(
     hub: &Arc<Hub>,
     origin: Origin,
     ctx: &mut Map<String, Value>,
+    pending: &mut session::Pending,
 ) -> Transition {
     let InitiateDirect {
         receiver,
@@ -333,8 +341,17 @@ async fn initiate_direct<A: Adapter>(
             return Err(not_shared().into());
         }
     }
-    if !online(io, hub, &callee.id).await? {
-        return Err(ErrorCode::Offline.into());
+    // The cluster-wide charge, and whether a callee on another node is
+    // online, go with the transition's first read: one round trip.
+    let mut gate = Gate {
+        charge: pending.take_charge(),
+        online: None,
+    };
+    if !is_online(io, &callee.id) {
+        if hub.cluster().is_none() {
+            return Err(ErrorCode::Offline.into());
+        }
+        gate.online = Some(callee.id.clone());
     }
     let callee = Party {
         id: callee.id,
@@ -344,11 +361,11 @@ async fn initiate_direct<A: Adapter>(
     let scope = Scope::user(&caller.id)
         .and_user(&callee.id)
         .and_room(room.as_ref());
-    hub.with_calls(scope, |calls| {
+    hub.with_calls_gated(scope, gate, |calls| {
         calls.initiate_direct(caller.clone(), callee.clone(), room.clone(), origin)
     })
     .await
-    .map_err(unavailable)?
+    .map_err(|e| pending.gate_refusal(e))?
 }
 
 /// `initiateGroupVideoCall({groupId, roomName?})`.
@@ -505,9 +522,18 @@ async fn control_step(
     end_for_all: bool,
     checked: Option<CallId>,
     sender: socketioxide::socket::Sid,
+    hints: &[UserId],
+    pending: &mut session::Pending,
 ) -> Result<Step, Refusal> {
-    let scope = Scope::user(&me.id).and_call(call_id).and_room(room);
-    hub.with_calls(scope, |calls| {
+    let scope = Scope::user(&me.id)
+        .and_call(call_id)
+        .and_room(room)
+        .and_parties(hints.iter().filter(|u| **u != me.id).cloned());
+    let gate = Gate {
+        charge: pending.take_charge(),
+        online: None,
+    };
+    hub.with_calls_gated(scope, gate, |calls| {
         let id = match calls.find(&me.id, call_id, room) {
             Ok(id) => id,
             Err(refusal) => return Step::Done(Err(refusal)),
@@ -525,7 +551,7 @@ async fn control_step(
         })
     })
     .await
-    .map_err(unavailable)
+    .map_err(|e| pending.gate_refusal(e))
 }
 
 async fn control<A: Adapter>(
@@ -542,25 +568,37 @@ async fn control<A: Adapter>(
         Control::Reject => events::REJECT_VIDEO_CALL,
         Control::End => events::END_VIDEO_CALL,
     };
-    let Some((me, ack)) = session::admitted(
+    let Some((mut pending, ack)) = session::admitted_pending(
         &socket,
         &hub,
         EventClass::CallControl,
         event,
         Channel::Call,
         ack,
-    )
-    .await
-    else {
+    ) else {
         return;
     };
+    let me = pending.session().clone();
     let user_id = me.user_id.clone();
     let mut ctx = Map::new();
     let result = async {
         let r = payload::call_ref(data, &mut ctx)?;
         let me = me_party(&me);
         let (call_id, room, all) = (r.call_id, r.room.as_ref(), r.end_for_all);
-        let first = control_step(&hub, &me, which, call_id, room, all, None, socket.id).await?;
+        let (sid, hints) = (socket.id, &r.hints);
+        let first = control_step(
+            &hub,
+            &me,
+            which,
+            call_id,
+            room,
+            all,
+            None,
+            sid,
+            hints,
+            &mut pending,
+        )
+        .await?;
         let (id, group) = match first {
             Step::Done(t) => return t,
             Step::CheckMembership(id, group) => (id, group),
@@ -568,12 +606,33 @@ async fn control<A: Adapter>(
         still_member(&hub, &group, &me.id).await?;
         // The call may have ended while the directory answered: found again,
         // by its id, in the transition itself.
-        match control_step(&hub, &me, which, Some(id), None, all, Some(id), socket.id).await? {
+        let again = Some(id);
+        match control_step(
+            &hub,
+            &me,
+            which,
+            again,
+            None,
+            all,
+            again,
+            sid,
+            hints,
+            &mut pending,
+        )
+        .await?
+        {
             Step::Done(t) => t,
             Step::CheckMembership(..) => Err(ErrorCode::NotFound.into()),
         }
     }
     .await;
+    let result = match pending.finish(&hub, result).await {
+        Ok(result) => result,
+        Err(refused) => {
+            refused.reply(&hub.metrics, socket.clone(), ack, event, Channel::Call);
+            return;
+        }
+    };
     if let Err(Refusal { error, .. }) = &result
         && error.code == ErrorCode::NotFound
     {

@@ -130,6 +130,21 @@ impl Hub {
         Ok(done.value)
     }
 
+    /// [`Hub::with_calls`] behind `gate` (see [`CallStore::run_gated`]).
+    ///
+    /// # Errors
+    /// [`call_store::GateError`]: nothing changed.
+    pub async fn with_calls_gated<T: Effects>(
+        &self,
+        scope: Scope,
+        gate: call_store::Gate,
+        f: impl Fn(&mut Registry) -> T,
+    ) -> Result<T, call_store::GateError> {
+        let done = self.calls.run_gated(scope, gate, f).await?;
+        self.ended(done.ended);
+        Ok(done.value)
+    }
+
     /// Fires a timer this node claimed (cluster mode; see [`timers`]).
     ///
     /// # Errors

@@ -153,6 +153,10 @@ pub struct CallRef {
     pub room: Option<RoomName>,
     /// `endForAll` (end only).
     pub end_for_all: bool,
+    /// `callerId` and `receiverId` as given. Never trusted (the call record
+    /// says who its parties are); cluster mode reads their records ahead,
+    /// with the call's, which saves a round trip when they are right.
+    pub hints: Vec<UserId>,
 }
 
 /// Decodes `initiateVideoCall`. Parsed ids go into `ctx` for the failure event.
@@ -216,15 +220,18 @@ pub fn call_ref(
     remember(ctx, "roomName", &room);
     // Ids the seed echoes back are checked for shape and otherwise ignored:
     // the call itself says who its parties are.
-    for field in ["callerId", "receiverId", "groupId"] {
-        optional(&map, field, UserId::parse)?;
+    let mut hints = Vec::new();
+    for field in ["callerId", "receiverId"] {
+        hints.extend(optional(&map, field, UserId::parse)?);
     }
+    optional(&map, "groupId", UserId::parse)?;
     check_ignored_fields(&map)?;
     let end_for_all = flag(&map, "endForAll")?;
     Ok(CallRef {
         call_id,
         room,
         end_for_all,
+        hints,
     })
 }
 

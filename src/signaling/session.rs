@@ -401,28 +401,156 @@ pub async fn admit<A: Adapter>(
             session.guard.limited_in_a_row.store(0, Ordering::Relaxed);
             Ok(session)
         }
-        Err(Limited::Cluster(e)) => {
+        Err(e) => Err(refused(&session, hub, e, event)),
+    }
+}
+
+/// The refusal of an event over a limit (counting refusals in a row, so a
+/// socket that keeps hammering is disconnected) or with the cluster down.
+fn refused(session: &Session, hub: &Hub, e: Limited, event: &'static str) -> Refused {
+    match e {
+        Limited::Cluster(e) => {
             tracing::warn!(user_id = %session.user_id, event, error = %e, "event refused: cluster unavailable");
-            Err(ClientError::from(e).into())
+            ClientError::from(e).into()
         }
-        Err(Limited::Wait(wait)) => {
+        Limited::Wait(wait) => {
             let in_a_row = session
                 .guard
                 .limited_in_a_row
                 .fetch_add(1, Ordering::Relaxed)
                 + 1;
-            let limit = rates.disconnect_after();
+            let limit = hub.limits.rates().disconnect_after();
             let disconnect = limit > 0 && in_a_row >= limit;
             tracing::warn!(user_id = %session.user_id, ip = %session.ip, event, in_a_row, disconnect, "rate limited");
             let mut context = Map::new();
             context.insert("retryAfterMs".into(), json!(wait.as_millis()));
-            Err(Refused {
+            Refused {
                 refusal: Refusal {
                     error: ClientError::new(ErrorCode::RateLimited),
                     context,
                 },
                 disconnect,
-            })
+            }
+        }
+    }
+}
+
+/// An event this node's limits admitted whose cluster-wide charge is still
+/// to be taken: by the gate of the transition's first read (one round trip
+/// for both, see [`super::call_store::Gate`]), or on its own, before the
+/// answer, when the event stops earlier. Either way every event is charged
+/// once, and an event over the cluster's limit answers `rate_limited`
+/// whatever else was wrong with it. One process: nothing is pending.
+#[derive(Debug)]
+pub struct Pending {
+    session: Arc<Session>,
+    charge: Option<crate::cluster::rates::Charge>,
+    limited: Option<Limited>,
+    event: &'static str,
+}
+
+impl Pending {
+    /// The sender's session.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// The charge, for a gate (taken once).
+    pub fn take_charge(&mut self) -> Option<crate::cluster::rates::Charge> {
+        self.charge.take()
+    }
+
+    /// What a gate's refusal answers. A refused charge is remembered, so
+    /// [`Pending::finish`] counts it like any limit.
+    pub fn gate_refusal(&mut self, e: super::call_store::GateError) -> Refusal {
+        use super::call_store::GateError;
+        match e {
+            GateError::Limited(wait) => {
+                self.limited = Some(Limited::Wait(wait));
+                ClientError::new(ErrorCode::RateLimited).into()
+            }
+            GateError::Offline => ClientError::new(ErrorCode::Offline).into(),
+            GateError::Cluster(e) => ClientError::from(e).into(),
+        }
+    }
+
+    /// Settles the charge (on its own when no gate took it) and says how
+    /// to answer: `Ok(result)`, or `Err` when the event was over a limit
+    /// (or the cluster did not answer the charge).
+    ///
+    /// # Errors
+    /// The [`Refused`] to reply with instead of `result`.
+    pub async fn finish<T>(mut self, hub: &Hub, result: T) -> Result<T, Refused> {
+        if self.limited.is_none()
+            && let Some(charge) = self.charge.take()
+            && let Some(cluster) = hub.cluster()
+            && let Err(e) = cluster.rates.settle(charge).await
+        {
+            self.limited = Some(e);
+        }
+        match self.limited {
+            Some(e) => Err(refused(&self.session, hub, e, self.event)),
+            None => {
+                self.session
+                    .guard
+                    .limited_in_a_row
+                    .store(0, Ordering::Relaxed);
+                Ok(result)
+            }
+        }
+    }
+}
+
+/// [`admit`] with the cluster-wide charge left [`Pending`]: this node's
+/// limits (and, in cluster mode, its lease) are checked now, without a
+/// round trip.
+///
+/// # Errors
+/// [`Refused`] by this node's limits, a fenced node, or an expired token.
+pub fn admit_pending<A: Adapter>(
+    socket: &SocketRef<A>,
+    hub: &Hub,
+    class: EventClass,
+    event: &'static str,
+) -> Result<Pending, Refused> {
+    let session = current(socket)?;
+    if let Err(wait) = hub.limits.rates().event(class, &session.user_id) {
+        return Err(refused(&session, hub, Limited::Wait(wait), event));
+    }
+    let charge = match hub.cluster() {
+        None => None,
+        Some(cluster) if cluster.nodes.is_fenced() => {
+            return Err(refused(
+                &session,
+                hub,
+                Limited::Cluster(ClusterError::Fenced),
+                event,
+            ));
+        }
+        Some(cluster) => Some(cluster.rates.event_charge(class, &session.user_id)),
+    };
+    Ok(Pending {
+        session,
+        charge,
+        limited: None,
+        event,
+    })
+}
+
+/// [`admit_pending`], answering the refusal itself (see [`admitted`]).
+pub fn admitted_pending<A: Adapter>(
+    socket: &SocketRef<A>,
+    hub: &Hub,
+    class: EventClass,
+    event: &'static str,
+    channel: Channel,
+    ack: AckSender<A>,
+) -> Option<(Pending, AckSender<A>)> {
+    match admit_pending(socket, hub, class, event) {
+        Ok(pending) => Some((pending, ack)),
+        Err(refused) => {
+            refused.reply(&hub.metrics, socket.clone(), ack, event, channel);
+            None
         }
     }
 }
