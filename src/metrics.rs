@@ -156,24 +156,28 @@ impl Metrics {
         self.login_seconds.observe(elapsed.as_secs_f64());
     }
 
-    /// Encodes every metric, after setting the state gauges to the values given.
+    /// Encodes every metric, after setting the state gauges to the values
+    /// given. `calls` is `None` on a cluster node: the live calls are in
+    /// Redis, shared by every node, so this process exports no
+    /// `callgate_calls` series rather than a misleading 0.
     pub fn render(
         &self,
         sockets: usize,
-        calls: (usize, usize, usize, usize),
+        calls: Option<(usize, usize, usize, usize)>,
         limiter_keys: usize,
     ) -> String {
         self.sockets.set(i64::try_from(sockets).unwrap_or(i64::MAX));
-        let (dr, da, gr, ga) = calls;
-        for (kind, state, n) in [
-            ("direct", "ringing", dr),
-            ("direct", "active", da),
-            ("group", "ringing", gr),
-            ("group", "active", ga),
-        ] {
-            self.calls
-                .get_or_create(&CallLabels { kind, state })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        if let Some((dr, da, gr, ga)) = calls {
+            for (kind, state, n) in [
+                ("direct", "ringing", dr),
+                ("direct", "active", da),
+                ("group", "ringing", gr),
+                ("group", "active", ga),
+            ] {
+                self.calls
+                    .get_or_create(&CallLabels { kind, state })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
         self.limiter_keys
             .set(i64::try_from(limiter_keys).unwrap_or(i64::MAX));

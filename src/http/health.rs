@@ -20,8 +20,8 @@ pub async fn healthz(State(state): State<ApiState>) -> Json<Value> {
 /// Prometheus metrics in the text exposition format.
 pub async fn metrics(State(state): State<ApiState>) -> impl axum::response::IntoResponse {
     // This process's calls; a cluster node's live calls are in Redis, not
-    // counted here.
-    let calls = state.hub.calls().local(|c| c.counts()).unwrap_or_default();
+    // counted here (no series).
+    let calls = state.hub.calls().local(|c| c.counts());
     let body = state.metrics.render(
         state.limits.connections.total(),
         calls,

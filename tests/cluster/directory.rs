@@ -35,6 +35,19 @@ async fn redis_a_login_on_one_node_works_on_another_and_the_embedded_directory_i
     );
     let (_, health) = a.get("/healthz").await;
     assert_eq!(health["cluster"], true, "{health}");
+    // A cluster node's live calls are in Redis: no `callgate_calls` series
+    // (a 0 would read as "no calls"), but this node's own gauges are there.
+    let (status, metrics) = a.get("/metrics").await;
+    let text = metrics.as_str().unwrap_or_default();
+    assert_eq!(status, 200);
+    assert!(
+        text.lines().any(|l| l.starts_with("callgate_sockets ")),
+        "{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("callgate_calls{")),
+        "no live-call series on a cluster node: {text}"
+    );
 
     // A real argon2id verification on node a...
     let (status, body) = post(
