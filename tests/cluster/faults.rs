@@ -1,4 +1,5 @@
-//! Nodes dying (kill -9), nodes drained (SIGTERM), Redis restarting.
+//! Nodes dying (kill -9), nodes drained (SIGTERM), Redis restarting, a
+//! node's link to Redis cut or slowed down.
 
 use std::time::{Duration, Instant};
 
@@ -473,4 +474,146 @@ async fn redis_a_node_cut_off_from_redis_fences_itself_and_its_users_go_on_elsew
         second.as_str()
     );
     cluster.assert_running();
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_a_node_with_a_slow_redis_answers_unavailable_fast_and_heals_when_it_speeds_up() {
+    // Node b reaches Redis through a link the test slows down; node a does
+    // not. Slowed, every round trip of node b takes 3 s more: ten times its
+    // command timeout, with the connections up (nothing is refused or
+    // reset: Redis is slow, not down).
+    const SLOW: Duration = Duration::from_millis(1500);
+    let fast_answer = Duration::from_millis(REDIS_TIMEOUT_MS + 500);
+    let policy = PolicyFile {
+        ring_timeout_secs: 60,
+        ..PolicyFile::default()
+    };
+    let shared = redis_url();
+    let link = Link::to(&shared).await;
+    let mut cluster = Cluster::start_with(shared, 2, policy, &[(1, link.url())]).await;
+    let mut bob = cluster.connect(0, &BOB).await;
+    let mut alice = cluster.connect(1, &ALICE).await;
+    assert_eq!(
+        (bob.node.as_str(), alice.node.as_str()),
+        ("node-a", "node-b")
+    );
+    cluster.wait_ready(200, WAIT).await;
+
+    link.delay(SLOW);
+    let slowed = Instant::now();
+
+    // A call from the slow node answers `unavailable` within the command
+    // timeout, not when Redis finally answers.
+    let (ack, took) = alice
+        .try_emit_ack("initiateVideoCall", json!({ "receiverId": BOB.id }), WAIT)
+        .await
+        .expect("initiateVideoCall on the slow node got no answer: a hang");
+    failed(&ack, "unavailable");
+    assert!(
+        took < fast_answer,
+        "unavailable took {took:?} (redis_timeout_ms = {REDIS_TIMEOUT_MS})"
+    );
+    let first_unavailable = took;
+
+    // /readyz on the slow node is 503 as fast; the other node stays ready.
+    let asked = Instant::now();
+    let (status, body) = cluster.node(1).get("/readyz").await;
+    let readyz_took = asked.elapsed();
+    assert_eq!(status, 503, "node-b /readyz with a slow Redis: {body}");
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    assert!(
+        readyz_took < fast_answer,
+        "/readyz took {readyz_took:?} with a slow Redis"
+    );
+    let (status, body) = cluster.node(0).get("/readyz").await;
+    assert_eq!(status, 200, "node-a's Redis is fine: {body}");
+
+    // Its lease renewals time out too: within its lease the slow node fences
+    // itself and closes its sockets (so they reconnect to a node that
+    // reaches Redis); until then every event answers `unavailable`, fast.
+    loop {
+        let closed = alice
+            .drain()
+            .await
+            .iter()
+            .any(|(n, _)| n == "close" || n == "serverShutdown");
+        if closed {
+            break;
+        }
+        if let Some((ack, took)) = alice
+            .try_emit_ack(
+                "initiateVideoCall",
+                json!({ "receiverId": BOB.id }),
+                Duration::from_secs(2),
+            )
+            .await
+        {
+            failed(&ack, "unavailable");
+            assert!(took < fast_answer, "unavailable took {took:?}");
+        }
+        assert!(
+            slowed.elapsed() < DEAD_NODE_BOUND,
+            "node b still holds its sockets {:?} after its Redis slowed down",
+            slowed.elapsed()
+        );
+    }
+    let fenced_after = slowed.elapsed();
+    // Fenced and still slow: not ready, and a new socket is refused at once.
+    let (status, body) = cluster.node(1).get("/readyz").await;
+    assert_eq!(status, 503, "a fenced node is not ready: {body}");
+    let asked = Instant::now();
+    assert_eq!(
+        cluster.try_connect(1, &ALICE).await.err().as_deref(),
+        Some("unavailable"),
+        "a handshake on the fenced node"
+    );
+    assert!(
+        asked.elapsed() < fast_answer,
+        "the refused handshake took {:?}",
+        asked.elapsed()
+    );
+    // Nothing reached Bob from the refused attempts.
+    bob.assert_silent().await;
+    cluster.assert_running();
+
+    // Redis speeds up again: node b heals by itself.
+    link.delay(Duration::ZERO);
+    let restored = Instant::now();
+    cluster.wait_ready(200, Duration::from_secs(20)).await;
+    let healed_after = restored.elapsed();
+
+    // Nothing was half-applied: Alice has no live call, Bob was never rung,
+    // and the same call goes through, ringing Bob exactly once.
+    let mut alice = cluster.connect(1, &ALICE).await;
+    assert_eq!(alice.node, "node-b");
+    alice.assert_no("activeVideoCalls").await;
+    bob.assert_silent().await;
+    let ack = alice
+        .emit_ack("initiateVideoCall", json!({ "receiverId": BOB.id }))
+        .await;
+    let call_id = ok(&ack)["callId"].as_str().expect("callId").to_string();
+    assert_eq!(
+        bob.next("incomingVideoCall").await["callId"],
+        call_id.as_str()
+    );
+    ok(&bob
+        .emit_ack("acceptVideoCall", json!({ "callId": call_id }))
+        .await);
+    assert_eq!(
+        alice.next("videoCallAccepted").await["callId"],
+        call_id.as_str()
+    );
+    bob.assert_no("incomingVideoCall").await;
+    ok(&alice
+        .emit_ack("endVideoCall", json!({ "callId": call_id }))
+        .await);
+    let ended = bob.next("videoCallEnded").await;
+    assert_eq!(ended["callId"], call_id.as_str());
+    assert_eq!(ended["reason"], "hangup");
+    cluster.assert_running();
+    eprintln!(
+        "slow Redis: unavailable after {first_unavailable:?}, /readyz 503 after {readyz_took:?}, \
+         fenced after {fenced_after:?}, ready again {healed_after:?} after it sped up"
+    );
 }
