@@ -617,3 +617,119 @@ async fn redis_a_node_with_a_slow_redis_answers_unavailable_fast_and_heals_when_
          fenced after {fenced_after:?}, ready again {healed_after:?} after it sped up"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_a_commit_answered_too_late_is_undone_and_nobody_hears_of_it() {
+    // Node b reaches Redis through a link that holds its call-state commits
+    // (EVALSHA of the commit script, known by its SHA1) `LATE` on their way
+    // to Redis: past its command timeout, so it answers `unavailable`, and
+    // then Redis applies the commit. Everything else goes at full speed,
+    // except what follows a held commit on its connection. Node b's lease
+    // (node_timeout_ms 1.5 s) outlasts the hold.
+    const LATE: Duration = Duration::from_millis(800);
+    const RING_TIMEOUT_SECS: u64 = 2;
+    let policy = PolicyFile {
+        ring_timeout_secs: RING_TIMEOUT_SECS,
+        ..PolicyFile::default()
+    };
+    let shared = redis_url();
+    let commit_sha = redis_cmd(
+        &shared,
+        &["SCRIPT", "LOAD", callgate::cluster::call_state::CAS],
+    )
+    .expect("script load");
+    let link = Link::to(&shared).await;
+    let mut cluster = Cluster::start_with(shared, 2, policy, &[(1, link.url())]).await;
+    let mut bob = cluster.connect(0, &BOB).await;
+    let mut alice = cluster.connect(1, &ALICE).await;
+    assert_eq!(
+        (bob.node.as_str(), alice.node.as_str()),
+        ("node-a", "node-b")
+    );
+    cluster.wait_ready(200, WAIT).await;
+    // One call from node b, set up and cancelled: node b has the commit
+    // script loaded (its next commit is one EVALSHA).
+    let warm = ring(&alice, &mut bob).await;
+    ok(&alice
+        .emit_ack("endVideoCall", json!({ "callId": warm }))
+        .await);
+    assert_eq!(bob.next("videoCallEnded").await["callId"], warm.as_str());
+
+    link.hold_matching(commit_sha.as_bytes(), LATE);
+    let (ack, took) = alice
+        .emit_ack_timed("initiateVideoCall", json!({ "receiverId": BOB.id }))
+        .await;
+    link.hold_nothing();
+    let asked = Instant::now();
+    failed(&ack, "unavailable");
+    assert!(
+        took < LATE,
+        "unavailable after {took:?}: not before Redis ran the commit"
+    );
+
+    // Node b undoes the commit once Redis has run it (the undo queues behind
+    // the held commit on the same connection).
+    eventually(
+        Duration::from_secs(20),
+        "node b undoes the late commit",
+        || {
+            let undone = cluster
+                .node(1)
+                .logs()
+                .iter()
+                .any(|l| l.contains("had applied: undone"));
+            async move { undone }
+        },
+    )
+    .await;
+
+    // Past the ring timeout the commit would have set (and a few timer
+    // polls): Bob never heard of the call, rung or missed; Alice heard only
+    // that her call failed (`videoCallFailed`, besides the ack), never that
+    // it ended.
+    let quiet_until = asked + Duration::from_secs(RING_TIMEOUT_SECS + 2);
+    tokio::time::sleep_until(quiet_until.into()).await;
+    let got = bob.drain().await;
+    assert!(got.is_empty(), "Bob, after the undone call: {got:?}");
+    let got = alice.drain().await;
+    assert!(
+        got.len() <= 1
+            && got
+                .iter()
+                .all(|(n, v)| n == "videoCallFailed" && v["code"] == "unavailable"),
+        "Alice, after the undone call: {got:?}"
+    );
+    cluster.wait_ready(200, Duration::from_secs(20)).await;
+
+    // No call is left: the same call rings Bob exactly once, nothing is
+    // `replaced`, and it goes through.
+    let call_id = ring(&alice, &mut bob).await;
+    ok(&bob
+        .emit_ack("acceptVideoCall", json!({ "callId": call_id }))
+        .await);
+    assert_eq!(
+        alice.next("videoCallAccepted").await["callId"],
+        call_id.as_str()
+    );
+    ok(&alice
+        .emit_ack("endVideoCall", json!({ "callId": call_id }))
+        .await);
+    let ended = bob.next("videoCallEnded").await;
+    assert_eq!(
+        (ended["callId"].as_str(), ended["reason"].as_str()),
+        (Some(call_id.as_str()), Some("hangup"))
+    );
+    // Whatever else arrives is about this call (Alice hears her own
+    // hang-up), and nothing was rung twice or replaced.
+    for (who, got) in [("Bob", bob.drain().await), ("Alice", alice.drain().await)] {
+        assert!(
+            got.iter().all(|(n, v)| n != "incomingVideoCall"
+                && v["callId"] == call_id.as_str()
+                && v["reason"] != "replaced"),
+            "{who}, after the call: {got:?}"
+        );
+    }
+    cluster.assert_running();
+    eprintln!("late commit: unavailable after {took:?}, undone, nothing left");
+}

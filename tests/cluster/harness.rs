@@ -988,18 +988,25 @@ pub struct Link {
     open: Arc<std::sync::atomic::AtomicBool>,
     /// Added to every chunk forwarded from now on, in milliseconds.
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Chunks on their way to Redis holding these bytes are held this long
+    /// (milliseconds) instead.
+    hold: Hold,
     conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
+type Hold = Arc<Mutex<Option<(Vec<u8>, u64)>>>;
+
 /// Forwards `from` to `to`, each chunk held until `delay` (read when the
-/// chunk arrives) has passed since it arrived: latency, not a throughput
-/// cap (chunks in flight overlap), and the byte order is kept. An EOF is
-/// passed on once every chunk before it is written.
+/// chunk arrives) has passed since it arrived, or the time `hold` gives for
+/// a chunk holding its bytes: latency, not a throughput cap (chunks in
+/// flight overlap), and the byte order is kept (a chunk behind a held one
+/// waits for it). An EOF is passed on once every chunk before it is written.
 async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Arc<std::sync::atomic::AtomicU64>,
+    hold: Option<Hold>,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
@@ -1010,7 +1017,13 @@ async fn forward(
             if n == 0 {
                 return Ok::<(), std::io::Error>(());
             }
-            let by = Duration::from_millis(delay.load(std::sync::atomic::Ordering::SeqCst));
+            let mut by = Duration::from_millis(delay.load(std::sync::atomic::Ordering::SeqCst));
+            let held = hold.as_ref().and_then(|h| h.lock().expect("hold").clone());
+            if let Some((bytes, ms)) = held
+                && buf[..n].windows(bytes.len()).any(|w| w == bytes.as_slice())
+            {
+                by = Duration::from_millis(ms);
+            }
             if tx
                 .send((tokio::time::Instant::now() + by, buf[..n].to_vec()))
                 .is_err()
@@ -1040,7 +1053,9 @@ impl Link {
         let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let (open2, delay2, conns2) = (open.clone(), delay_ms.clone(), conns.clone());
+        let hold: Hold = Arc::default();
+        let (open2, delay2, conns2, hold2) =
+            (open.clone(), delay_ms.clone(), conns.clone(), hold.clone());
         let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 if !open2.load(std::sync::atomic::Ordering::SeqCst) {
@@ -1049,6 +1064,7 @@ impl Link {
                 }
                 let target = target.clone();
                 let delay = delay2.clone();
+                let hold = hold2.clone();
                 let task = tokio::spawn(async move {
                     if let Ok(outbound) = tokio::net::TcpStream::connect(&target).await {
                         let _ = inbound.set_nodelay(true);
@@ -1058,8 +1074,8 @@ impl Link {
                         // Either direction failing ends the connection;
                         // aborting this task (a cut) drops both.
                         let _ = tokio::try_join!(
-                            forward(in_r, out_w, delay.clone()),
-                            forward(out_r, in_w, delay)
+                            forward(in_r, out_w, delay.clone(), Some(hold)),
+                            forward(out_r, in_w, delay, None)
                         );
                     }
                 });
@@ -1070,6 +1086,7 @@ impl Link {
             port,
             open,
             delay_ms,
+            hold,
             conns,
             accept,
         }
@@ -1099,6 +1116,21 @@ impl Link {
     pub fn delay(&self, by: Duration) {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
         self.delay_ms.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Link {
+    /// Holds every chunk on its way to Redis that contains `bytes` (a
+    /// script's SHA1: its `EVALSHA`s) `by` before forwarding it, and so
+    /// whatever follows it on that connection; other chunks go as before.
+    pub fn hold_matching(&self, bytes: &[u8], by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        *self.hold.lock().expect("hold") = Some((bytes.to_vec(), ms));
+    }
+
+    /// Holds no chunk for its bytes any more (chunks already held keep their time).
+    pub fn hold_nothing(&self) {
+        *self.hold.lock().expect("hold") = None;
     }
 }
 
