@@ -618,16 +618,36 @@ async fn redis_a_node_with_a_slow_redis_answers_unavailable_fast_and_heals_when_
     );
 }
 
+/// How node b's commit of an initiateVideoCall gets no answer in time.
+#[derive(Debug, Clone, Copy)]
+enum NoAnswer {
+    /// It reaches Redis this late: past the command timeout.
+    Late(Duration),
+    /// It reaches Redis, then the link is lost before the answer comes back.
+    LinkLost,
+}
+
 #[tokio::test]
 #[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
 async fn redis_a_commit_answered_too_late_is_undone_and_nobody_hears_of_it() {
-    // Node b reaches Redis through a link that holds its call-state commits
-    // (EVALSHA of the commit script, known by its SHA1) `LATE` on their way
-    // to Redis: past its command timeout, so it answers `unavailable`, and
-    // then Redis applies the commit. Everything else goes at full speed,
-    // except what follows a held commit on its connection. Node b's lease
+    // Held 800 ms, past node b's 300 ms command timeout; its lease
     // (node_timeout_ms 1.5 s) outlasts the hold.
-    const LATE: Duration = Duration::from_millis(800);
+    a_commit_without_its_answer_is_undone(NoAnswer::Late(Duration::from_millis(800))).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_a_commit_whose_answer_was_lost_with_the_link_is_undone_after_the_reconnect() {
+    // The undo goes over the connection node b makes again.
+    a_commit_without_its_answer_is_undone(NoAnswer::LinkLost).await;
+}
+
+/// Node b reaches Redis through a link that singles out its call-state
+/// commits (EVALSHA of the commit script, known by its SHA1): one reaches
+/// Redis and is applied, but node b gets no answer in time and answers
+/// `unavailable`. Everything else goes at full speed, except what follows a
+/// held commit on its connection. Nobody may ever hear of that call.
+async fn a_commit_without_its_answer_is_undone(fault: NoAnswer) {
     const RING_TIMEOUT_SECS: u64 = 2;
     let policy = PolicyFile {
         ring_timeout_secs: RING_TIMEOUT_SECS,
@@ -656,20 +676,26 @@ async fn redis_a_commit_answered_too_late_is_undone_and_nobody_hears_of_it() {
         .await);
     assert_eq!(bob.next("videoCallEnded").await["callId"], warm.as_str());
 
-    link.hold_matching(commit_sha.as_bytes(), LATE);
+    match fault {
+        NoAnswer::Late(by) => link.hold_matching(commit_sha.as_bytes(), by),
+        NoAnswer::LinkLost => link.lose_after_matching(commit_sha.as_bytes()),
+    }
     let (ack, took) = alice
         .emit_ack_timed("initiateVideoCall", json!({ "receiverId": BOB.id }))
         .await;
     link.hold_nothing();
     let asked = Instant::now();
     failed(&ack, "unavailable");
-    assert!(
-        took < LATE,
-        "unavailable after {took:?}: not before Redis ran the commit"
-    );
+    if let NoAnswer::Late(by) = fault {
+        assert!(
+            took < by,
+            "unavailable after {took:?}: not before Redis ran the commit"
+        );
+    }
 
-    // Node b undoes the commit once Redis has run it (the undo queues behind
-    // the held commit on the same connection).
+    // Node b undoes the commit once Redis has run it (a late commit: the undo
+    // queues behind it on the same connection; a lost link: once node b has
+    // reconnected).
     eventually(
         Duration::from_secs(20),
         "node b undoes the late commit",
@@ -731,5 +757,5 @@ async fn redis_a_commit_answered_too_late_is_undone_and_nobody_hears_of_it() {
         );
     }
     cluster.assert_running();
-    eprintln!("late commit: unavailable after {took:?}, undone, nothing left");
+    eprintln!("{fault:?}: unavailable after {took:?}, undone, nothing left");
 }

@@ -995,21 +995,35 @@ pub struct Link {
     accept: tokio::task::JoinHandle<()>,
 }
 
-type Hold = Arc<Mutex<Option<(Vec<u8>, u64)>>>;
+/// What happens to a chunk on its way to Redis that holds given bytes.
+#[derive(Debug, Clone, Copy)]
+enum OnMatch {
+    /// Held this long (milliseconds) instead of the link's delay.
+    Delay(u64),
+    /// Forwarded, then the connection is lost: nothing more comes back from
+    /// Redis on it (the chunk's answer included), and it closes shortly
+    /// after. Once: the next connection goes through.
+    Lose,
+}
+
+type Hold = Arc<Mutex<Option<(Vec<u8>, OnMatch)>>>;
 
 /// Forwards `from` to `to`, each chunk held until `delay` (read when the
 /// chunk arrives) has passed since it arrived, or the time `hold` gives for
 /// a chunk holding its bytes: latency, not a throughput cap (chunks in
 /// flight overlap), and the byte order is kept (a chunk behind a held one
 /// waits for it). An EOF is passed on once every chunk before it is written.
+/// Once `lost` is set (by [`OnMatch::Lose`]), nothing more is written.
 async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Arc<std::sync::atomic::AtomicU64>,
     hold: Option<Hold>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering::SeqCst;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>, bool)>();
     let read = async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -1017,15 +1031,24 @@ async fn forward(
             if n == 0 {
                 return Ok::<(), std::io::Error>(());
             }
-            let mut by = Duration::from_millis(delay.load(std::sync::atomic::Ordering::SeqCst));
-            let held = hold.as_ref().and_then(|h| h.lock().expect("hold").clone());
-            if let Some((bytes, ms)) = held
-                && buf[..n].windows(bytes.len()).any(|w| w == bytes.as_slice())
-            {
-                by = Duration::from_millis(ms);
+            let mut by = Duration::from_millis(delay.load(SeqCst));
+            let mut lose = false;
+            if let Some(hold) = &hold {
+                let mut hold = hold.lock().expect("hold");
+                if let Some((bytes, on)) = hold.clone()
+                    && buf[..n].windows(bytes.len()).any(|w| w == bytes.as_slice())
+                {
+                    match on {
+                        OnMatch::Delay(ms) => by = Duration::from_millis(ms),
+                        OnMatch::Lose => {
+                            lose = true;
+                            *hold = None;
+                        }
+                    }
+                }
             }
             if tx
-                .send((tokio::time::Instant::now() + by, buf[..n].to_vec()))
+                .send((tokio::time::Instant::now() + by, buf[..n].to_vec(), lose))
                 .is_err()
             {
                 return Ok(());
@@ -1033,8 +1056,18 @@ async fn forward(
         }
     };
     let write = async move {
-        while let Some((due, chunk)) = rx.recv().await {
+        while let Some((due, chunk, lose)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
+            if lose {
+                // Whatever Redis answers from now on is lost with the link.
+                lost.store(true, SeqCst);
+                to.write_all(&chunk).await?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Err(std::io::Error::other("link lost"));
+            }
+            if lost.load(SeqCst) {
+                return Err(std::io::Error::other("link lost"));
+            }
             to.write_all(&chunk).await?;
         }
         to.shutdown().await
@@ -1065,6 +1098,7 @@ impl Link {
                 let target = target.clone();
                 let delay = delay2.clone();
                 let hold = hold2.clone();
+                let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let task = tokio::spawn(async move {
                     if let Ok(outbound) = tokio::net::TcpStream::connect(&target).await {
                         let _ = inbound.set_nodelay(true);
@@ -1074,8 +1108,8 @@ impl Link {
                         // Either direction failing ends the connection;
                         // aborting this task (a cut) drops both.
                         let _ = tokio::try_join!(
-                            forward(in_r, out_w, delay.clone(), Some(hold)),
-                            forward(out_r, in_w, delay, None)
+                            forward(in_r, out_w, delay.clone(), Some(hold), lost.clone()),
+                            forward(out_r, in_w, delay, None, lost)
                         );
                     }
                 });
@@ -1125,7 +1159,14 @@ impl Link {
     /// whatever follows it on that connection; other chunks go as before.
     pub fn hold_matching(&self, bytes: &[u8], by: Duration) {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        *self.hold.lock().expect("hold") = Some((bytes.to_vec(), ms));
+        *self.hold.lock().expect("hold") = Some((bytes.to_vec(), OnMatch::Delay(ms)));
+    }
+
+    /// The next chunk on its way to Redis that contains `bytes` is delivered,
+    /// and then its connection is lost: Redis runs it, its answer never
+    /// comes back, and the connection closes 200 ms later. Once.
+    pub fn lose_after_matching(&self, bytes: &[u8]) {
+        *self.hold.lock().expect("hold") = Some((bytes.to_vec(), OnMatch::Lose));
     }
 
     /// Holds no chunk for its bytes any more (chunks already held keep their time).
