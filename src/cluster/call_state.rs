@@ -46,8 +46,12 @@
 //!    re-added); if another transition has changed one of those records
 //!    since, it has built on the commit, and undoing would break it: left
 //!    as it is, logged at warn. Either way the undo record becomes a
-//!    tombstone that repeats the answer. Nothing of this costs a round trip
-//!    when the commit answers.
+//!    tombstone that repeats the answer. Until the undo is answered, every
+//!    transition of this node runs it first (and is `unavailable` while it
+//!    gets no answer), so a retry on the same node, once Redis is back,
+//!    never builds on the commit and makes the undo moot; one on another
+//!    node in that window can. Nothing of this costs a round trip when the
+//!    commit answers.
 //!
 //! A one-to-one call's setup costs 4 round trips: initiate (1 load + 1
 //! commit), accept (1 load + 1 commit). A hang-up costs 3 (the other party's
@@ -72,8 +76,8 @@
 //! timer's effect happens exactly once even when its node was killed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fred::interfaces::{KeysInterface, LuaInterface};
@@ -352,6 +356,130 @@ struct UndoPlan {
     args: Vec<String>,
 }
 
+/// This node's undos not yet answered (see the module docs).
+#[derive(Debug)]
+struct Undos {
+    redis: Redis,
+    script: Script,
+    counters: Arc<Counters>,
+    pending: Mutex<BTreeMap<u64, (Arc<UndoPlan>, Instant)>>,
+    any: AtomicBool,
+    next: AtomicU64,
+}
+
+impl Undos {
+    fn new(redis: Redis, counters: Arc<Counters>) -> Self {
+        Self {
+            redis,
+            script: Script::new(UNDO),
+            counters,
+            pending: Mutex::new(BTreeMap::new()),
+            any: AtomicBool::new(false),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Arc<UndoPlan>, Instant)>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Undoes a commit whose answer never came (sent at `sent`): tried at
+    /// once, then every [`UNDO_RETRY`] while Redis does not answer, in a
+    /// task of its own; and first thing in every transition of this node
+    /// meanwhile ([`Self::settle`]).
+    fn start(self: &Arc<Self>, plan: UndoPlan, sent: Instant) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let give_up = sent + UNDO_WINDOW.saturating_sub(UNDO_MARGIN);
+        let plan = Arc::new(plan);
+        {
+            let mut pending = self.pending();
+            pending.insert(id, (plan.clone(), give_up));
+            self.any.store(true, Ordering::Release);
+        }
+        let undos = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if !undos.pending().contains_key(&id) || undos.try_once(id, &plan).await.is_ok() {
+                    return;
+                }
+                if Instant::now() + UNDO_RETRY >= give_up {
+                    if undos.remove(id) {
+                        tracing::error!(
+                            "a commit whose answer was lost could not be undone within the undo \
+                             window; it may stand"
+                        );
+                    }
+                    return;
+                }
+                tokio::time::sleep(UNDO_RETRY).await;
+            }
+        });
+    }
+
+    fn remove(&self, id: u64) -> bool {
+        let mut pending = self.pending();
+        let removed = pending.remove(&id).is_some();
+        self.any.store(!pending.is_empty(), Ordering::Release);
+        removed
+    }
+
+    /// One run of the undo `id`; `Err` when Redis did not answer.
+    async fn try_once(&self, id: u64, plan: &UndoPlan) -> Result<(), ClusterError> {
+        self.counters.undos.fetch_add(1, Ordering::Relaxed);
+        let answer: i64 = eval(
+            &self.redis,
+            &self.counters,
+            &self.script,
+            plan.keys.clone(),
+            plan.args.clone(),
+        )
+        .await?;
+        // Whoever got the answer first (the task or a transition) tells it.
+        if self.remove(id) {
+            match undone(answer) {
+                Some(Undone::Undone) => {
+                    tracing::info!("a commit whose answer was lost had applied: undone");
+                }
+                Some(Undone::NeverApplied) => {
+                    tracing::info!(
+                        "a commit whose answer was lost had not applied: refused for good"
+                    );
+                }
+                Some(Undone::Superseded) => tracing::warn!(
+                    "a commit whose answer was lost had applied and was built on before it could \
+                     be undone: left as it is"
+                ),
+                None => {
+                    tracing::error!("the undo script answered out of range; commit left as it is")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every undo still pending on this node, so no transition of this
+    /// node builds on a commit that may yet be undone. Free when none is.
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`] while one gets no answer.
+    async fn settle(&self) -> Result<(), ClusterError> {
+        if !self.any.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let due: Vec<(u64, Arc<UndoPlan>)> = self
+            .pending()
+            .iter()
+            .filter(|(_, (_, give_up))| now < *give_up)
+            .map(|(id, (plan, _))| (*id, plan.clone()))
+            .collect();
+        for (id, plan) in due {
+            self.try_once(id, &plan).await?;
+        }
+        Ok(())
+    }
+}
+
 /// The cluster's call state (see the module docs).
 #[derive(Debug)]
 pub struct RedisCalls {
@@ -359,7 +487,7 @@ pub struct RedisCalls {
     policy: RwLock<CallPolicy>,
     cas: Script,
     claim: Script,
-    undo: Arc<Script>,
+    undos: Arc<Undos>,
     lease_key: String,
     timers_key: String,
     counters: Arc<Counters>,
@@ -420,15 +548,17 @@ impl RedisCalls {
     pub fn new(redis: Redis, policy: CallPolicy) -> Self {
         let lease_key = redis.key(&format!("node:{}", redis.node()));
         let timers_key = redis.key("timers");
+        let counters = Arc::new(Counters::default());
+        let undos = Arc::new(Undos::new(redis.clone(), counters.clone()));
         Self {
             redis,
             policy: RwLock::new(policy),
             cas: Script::new(CAS),
             claim: Script::new(CLAIM),
-            undo: Arc::new(Script::new(UNDO)),
+            undos,
             lease_key,
             timers_key,
-            counters: Arc::default(),
+            counters,
         }
     }
 
@@ -529,6 +659,7 @@ impl RedisCalls {
         f: impl Fn(&mut Registry) -> T,
         done: Option<&str>,
     ) -> Result<Done<T>, ClusterError> {
+        self.undos.settle().await?;
         for attempt in 0..MAX_ATTEMPTS {
             let mut fetched = self.load(scope).await?;
             let mut widenings = 0;
@@ -679,73 +810,10 @@ impl RedisCalls {
                 // No answer (a timeout, a lost connection): the commit may have
                 // applied, or may still. The sender hears `unavailable`, so it
                 // must not stand.
-                self.undo_later(undo, sent);
+                self.undos.start(undo, sent);
                 Err(e)
             }
         }
-    }
-
-    /// Undoes a commit whose answer never came (see the module docs), in a
-    /// task of its own that tries again every [`UNDO_RETRY`] while Redis does
-    /// not answer. Sent on the same connection after the commit, it runs
-    /// after it; sent after a reconnect, it may run first, and then its
-    /// tombstone refuses the commit.
-    fn undo_later(&self, plan: UndoPlan, sent: Instant) {
-        let (redis, script, counters) =
-            (self.redis.clone(), self.undo.clone(), self.counters.clone());
-        let give_up = sent + UNDO_WINDOW.saturating_sub(UNDO_MARGIN);
-        tokio::spawn(async move {
-            let mut tries = 0u32;
-            loop {
-                tries += 1;
-                counters.undos.fetch_add(1, Ordering::Relaxed);
-                let answer: Result<i64, _> = eval(
-                    &redis,
-                    &counters,
-                    &script,
-                    plan.keys.clone(),
-                    plan.args.clone(),
-                )
-                .await;
-                match answer.map(undone) {
-                    Ok(Some(Undone::Undone)) => {
-                        tracing::info!(tries, "a commit whose answer was lost had applied: undone");
-                        return;
-                    }
-                    Ok(Some(Undone::NeverApplied)) => {
-                        tracing::info!(
-                            tries,
-                            "a commit whose answer was lost had not applied: refused for good"
-                        );
-                        return;
-                    }
-                    Ok(Some(Undone::Superseded)) => {
-                        tracing::warn!(
-                            tries,
-                            "a commit whose answer was lost had applied and was built on \
-                             before it could be undone: left as it is"
-                        );
-                        return;
-                    }
-                    Ok(None) => {
-                        tracing::error!(
-                            "the undo script answered out of range; commit left unresolved"
-                        );
-                        return;
-                    }
-                    Err(_) => {}
-                }
-                if Instant::now() + UNDO_RETRY >= give_up {
-                    tracing::error!(
-                        tries,
-                        "a commit whose answer was lost could not be undone within the undo window; \
-                         it may stand"
-                    );
-                    return;
-                }
-                tokio::time::sleep(UNDO_RETRY).await;
-            }
-        });
     }
 
     /// `EVALSHA`, loading the script first when this node has not yet, and

@@ -759,3 +759,84 @@ async fn a_commit_without_its_answer_is_undone(fault: NoAnswer) {
     cluster.assert_running();
     eprintln!("{fault:?}: unavailable after {took:?}, undone, nothing left");
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_a_retry_on_the_node_whose_commit_lost_its_answer_never_builds_on_it() {
+    // Node b's commit reaches Redis, then its link is lost, and stays down
+    // for half a second: the undo cannot run before Redis is back. Alice
+    // retries all along; whichever command reaches Redis first once it is
+    // back, her retry must not find the call (it would replace it: a
+    // `replaced` to both for a call nobody saw), because node b runs its
+    // pending undo before any transition.
+    let shared = redis_url();
+    let commit_sha = redis_cmd(
+        &shared,
+        &["SCRIPT", "LOAD", callgate::cluster::call_state::CAS],
+    )
+    .expect("script load");
+    let link = Link::to(&shared).await;
+    let mut cluster =
+        Cluster::start_with(shared, 2, PolicyFile::default(), &[(1, link.url())]).await;
+    let mut bob = cluster.connect(0, &BOB).await;
+    let mut alice = cluster.connect(1, &ALICE).await;
+    assert_eq!(
+        (bob.node.as_str(), alice.node.as_str()),
+        ("node-a", "node-b")
+    );
+    cluster.wait_ready(200, WAIT).await;
+    let warm = ring(&alice, &mut bob).await;
+    ok(&alice
+        .emit_ack("endVideoCall", json!({ "callId": warm }))
+        .await);
+    assert_eq!(bob.next("videoCallEnded").await["callId"], warm.as_str());
+
+    link.lose_after_matching(commit_sha.as_bytes());
+    let ack = alice
+        .emit_ack("initiateVideoCall", json!({ "receiverId": BOB.id }))
+        .await;
+    failed(&ack, "unavailable");
+    link.cut();
+    let back = Instant::now() + Duration::from_millis(500);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let call_id = loop {
+        if Instant::now() >= back {
+            link.restore();
+        }
+        if let Some((ack, _)) = alice
+            .try_emit_ack(
+                "initiateVideoCall",
+                json!({ "receiverId": BOB.id }),
+                Duration::from_secs(2),
+            )
+            .await
+        {
+            if ack["ok"] == true {
+                break ack["callId"].as_str().expect("callId").to_string();
+            }
+            failed(&ack, "unavailable");
+        }
+        assert!(Instant::now() < deadline, "no retry went through");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        bob.next("incomingVideoCall").await["callId"],
+        call_id.as_str()
+    );
+    for (who, got) in [("Bob", bob.drain().await), ("Alice", alice.drain().await)] {
+        assert!(
+            got.iter().all(|(n, v)| n != "incomingVideoCall"
+                && n != "videoCallEnded"
+                && n != "close"
+                && v["reason"] != "replaced"),
+            "{who}, after the retry: {got:?}"
+        );
+    }
+    let logs = cluster.node(1).logs();
+    assert!(
+        logs.iter().any(|l| l.contains("had applied: undone")),
+        "node b undid the commit:\n{}",
+        logs.join("\n")
+    );
+    cluster.assert_running();
+}
