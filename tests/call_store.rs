@@ -25,6 +25,7 @@
     missing_docs
 )]
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use callgate::auth::TokenKeys;
 use callgate::cluster::ClusterError;
 use callgate::cluster::Redis;
-use callgate::cluster::call_state::{ClaimedTimer, RECORD_TTL, RoundTrips};
+use callgate::cluster::call_state::{CAS, ClaimedTimer, RECORD_TTL, RoundTrips, UNDO, UNDO_WINDOW};
 use callgate::cluster::rates::Charge;
 use callgate::config::{Config, Overrides};
 use callgate::domain::call::Party;
@@ -1409,4 +1410,267 @@ async fn redis_the_poller_fires_due_timers_and_waits_for_an_unknown_presence() {
     }
     assert_eq!(env.leftovers().await, (0, 0), "ended, every timer gone");
     assert!(connected(hub.calls(), &a).await.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// A commit whose answer came too late
+// ---------------------------------------------------------------------------
+
+/// A connection of the test's own (the node's is held up behind its commit).
+async fn observer(env: &Env) -> Redis {
+    let Kind::Redis { url, prefix, .. } = &env.kind else {
+        panic!("a Redis thing");
+    };
+    Env::connect(url, prefix, "observer").await
+}
+
+/// Every call-state record (key and value) and every timer (member and
+/// score) under the test's prefix; undo records and tombstones left out.
+async fn state(on: &Redis) -> (BTreeMap<String, String>, BTreeMap<String, f64>) {
+    let prefix = on.prefix();
+    let client = on.client();
+    let mut records = BTreeMap::new();
+    for pattern in ["call:*", "user:*", "room:*", "group:*"] {
+        let keys: Vec<String> = client
+            .custom(cmd("KEYS"), vec![format!("{prefix}:{pattern}")])
+            .await
+            .expect("keys");
+        for key in keys {
+            let value: Option<String> = client.get(&key).await.expect("get");
+            records.extend(value.map(|v| (key, v)));
+        }
+    }
+    let timers_key = format!("{prefix}:timers");
+    let members: Vec<String> = client
+        .zrange(&timers_key, 0, -1, None, false, None, false)
+        .await
+        .expect("zrange");
+    let mut timers = BTreeMap::new();
+    for m in members {
+        let score: Option<f64> = client.zscore(&timers_key, &m).await.expect("zscore");
+        timers.extend(score.map(|s| (m, s)));
+    }
+    (records, timers)
+}
+
+/// The answers undos left behind (`u` undone, `n` never applied, `s`
+/// superseded), one per commit that got no answer in time.
+async fn tombstones(on: &Redis) -> Vec<String> {
+    let prefix = on.prefix();
+    let client = on.client();
+    let keys: Vec<String> = client
+        .custom(cmd("KEYS"), vec![format!("{prefix}:commit:*")])
+        .await
+        .expect("keys");
+    let mut out = Vec::new();
+    for key in keys {
+        let value: Option<String> = client.get(&key).await.expect("get");
+        out.extend(value.filter(|v| !v.starts_with('c')));
+    }
+    out.sort();
+    out
+}
+
+/// Redis holds every script (they write) for `hold`, from a connection of
+/// the test's own; reads go on. A node's load is answered, its commit is
+/// not, within `cluster.redis_timeout_ms`, and Redis runs it afterwards.
+async fn hold_scripts(on: &Redis, hold: Duration) {
+    let ms = hold.as_millis().to_string();
+    let _: String = on
+        .client()
+        .custom(cmd("CLIENT"), vec!["PAUSE", ms.as_str(), "WRITE"])
+        .await
+        .expect("client pause");
+}
+
+async fn wait_for_tombstones(on: &Redis, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = tombstones(on).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "undo answers {got:?}, not {want:?}, 15 s after the commits"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_a_commit_answered_too_late_is_undone_records_and_timers_as_before() {
+    // Its own redis-server: CLIENT PAUSE holds every client's scripts.
+    let Some(env) = Env::start_redis_with("late_commit", true).await else {
+        return;
+    };
+    const HOLD: Duration = Duration::from_millis(1500);
+    let (a, b, c, d) = (party(1), party(2), party(3), party(4));
+    let s = env.store();
+    let obs = observer(&env).await;
+    // The scripts are loaded (a NOSCRIPT would not be held), and a call rings.
+    let id = id_of(&ring(s, &a, &b, None).await);
+    let before = state(&obs).await;
+    assert_eq!(before.1.len(), 1, "the ring timer: {before:?}");
+
+    // a hangs up: the commit deletes the call and its records and removes
+    // its ring timer, and is run by Redis only after a heard `unavailable`.
+    hold_scripts(&obs, HOLD).await;
+    let asked = Instant::now();
+    let late = s
+        .run(Scope::user(&a.id).and_call(Some(id)), |r| {
+            r.end(&a, id, false, Sid::new())
+        })
+        .await
+        .expect_err("no answer in time");
+    assert_eq!(late, ClusterError::Unavailable);
+    assert!(
+        asked.elapsed() < HOLD,
+        "answered {:?} after: not before Redis ran the commit",
+        asked.elapsed()
+    );
+    // Applied, then undone: the call, its records and its ring timer (with
+    // its due time) are back.
+    wait_for_tombstones(&obs, &["u"]).await;
+    assert_eq!(state(&obs).await, before, "the hang-up is undone");
+
+    // c calls d: the commit creates a call, its records and a ring timer.
+    hold_scripts(&obs, HOLD).await;
+    let o = origin();
+    let late = s
+        .run(Scope::user(&c.id).and_user(&d.id), |r| {
+            r.initiate_direct(c.clone(), d.clone(), None, o)
+        })
+        .await
+        .expect_err("no answer in time");
+    assert_eq!(late, ClusterError::Unavailable);
+    wait_for_tombstones(&obs, &["u", "u"]).await;
+    assert_eq!(state(&obs).await, before, "the call c -> d is undone");
+    assert!(connected(s, &d).await.is_empty(), "d has no call");
+    assert!(env.round_trips(0).await.undos >= 2);
+
+    // The state put back is the live one: b answers, a hangs up, nothing is left.
+    control(s, &b, id, Sid::new(), "accept")
+        .await
+        .expect("accept");
+    control(s, &a, id, Sid::new(), "end").await.expect("end");
+    assert_eq!(env.leftovers().await, (0, 0));
+}
+
+#[tokio::test]
+async fn redis_an_undo_refuses_a_later_commit_and_leaves_one_built_on() {
+    let Some(env) = cluster("undo_script").await else {
+        return;
+    };
+    let r = env.redis(0);
+    let client = r.client();
+    let (lease, timers, rec) = (r.key("node:n1"), r.key("timers"), r.key("call:x"));
+    let ttl = RECORD_TTL.as_millis().to_string();
+    let window = UNDO_WINDOW.as_millis().to_string();
+    // A commit of `op` on `rec` (expected `want`), adding and removing timers.
+    let cas = |token: &str, want: &str, op: &str, add: &[(&str, &str)], rem: &[&str]| {
+        let keys = vec![
+            lease.clone(),
+            timers.clone(),
+            r.key(&format!("commit:{token}")),
+            rec.clone(),
+        ];
+        let mut args = vec![
+            ttl.clone(),
+            add.len().to_string(),
+            rem.len().to_string(),
+            window.clone(),
+            want.to_owned(),
+            op.to_owned(),
+        ];
+        for (score, m) in add {
+            args.extend([(*score).to_owned(), (*m).to_owned()]);
+        }
+        args.extend(rem.iter().map(|m| (*m).to_owned()));
+        async move {
+            let answer: i64 = client.eval(CAS, keys, args).await.expect("cas");
+            answer
+        }
+    };
+    // Its undo: `rec` was `before` and the commit wrote `wrote`.
+    let undo = |token: &str, wrote: &str, before: &str, add: &[&str], rem: &[&str]| {
+        let keys = vec![
+            r.key(&format!("commit:{token}")),
+            timers.clone(),
+            rec.clone(),
+        ];
+        let mut args = vec![
+            window.clone(),
+            ttl.clone(),
+            add.len().to_string(),
+            rem.len().to_string(),
+            wrote.to_owned(),
+            before.to_owned(),
+        ];
+        args.extend(add.iter().chain(rem).map(|m| (*m).to_owned()));
+        async move {
+            let answer: i64 = client.eval(UNDO, keys, args).await.expect("undo");
+            answer
+        }
+    };
+    let get = || async {
+        let v: Option<String> = client.get(&rec).await.expect("get");
+        v
+    };
+
+    // The undo ran first (the commit was still on its way): never applied,
+    // and the commit that arrives afterwards is refused, changing nothing.
+    assert_eq!(undo("t1", "=v1", "", &[], &[]).await, 2);
+    assert_eq!(cas("t1", "", "sv1", &[("10", "t-new")], &[]).await, -2);
+    assert_eq!(get().await, None);
+    let members: Vec<String> = client
+        .zrange(&timers, 0, -1, None, false, None, false)
+        .await
+        .expect("zrange");
+    assert!(members.is_empty(), "{members:?}");
+    assert_eq!(undo("t1", "=v1", "", &[], &[]).await, 2, "asked again");
+
+    // Applied, then another transition changed its record: left as it is.
+    assert_eq!(cas("t2", "", "sv1", &[], &[]).await, 1);
+    let () = client
+        .set(&rec, "v2", None, None, false)
+        .await
+        .expect("set");
+    assert_eq!(undo("t2", "=v1", "", &[], &[]).await, 3);
+    assert_eq!(get().await.as_deref(), Some("v2"));
+    assert_eq!(undo("t2", "=v1", "", &[], &[]).await, 3, "asked again");
+
+    // Applied and undone: the record is back, and every timer has its score
+    // again: one re-scored by the commit, one it added, one it removed.
+    let _: i64 = client
+        .zadd(
+            &timers,
+            None,
+            None,
+            false,
+            false,
+            vec![(5.0, "t-old"), (7.0, "t-gone")],
+        )
+        .await
+        .expect("zadd");
+    let add = [("10", "t-old"), ("20", "t-new")];
+    assert_eq!(cas("t3", "=v2", "sv3", &add, &["t-gone"]).await, 1);
+    assert_eq!(get().await.as_deref(), Some("v3"));
+    assert_eq!(
+        undo("t3", "=v3", "=v2", &["t-old", "t-new"], &["t-gone"]).await,
+        1
+    );
+    assert_eq!(get().await.as_deref(), Some("v2"));
+    let pttl: i64 = client.pttl(&rec).await.expect("pttl");
+    assert!(pttl > 0, "restored with the records' TTL: {pttl}");
+    for (m, want) in [("t-old", Some(5.0)), ("t-gone", Some(7.0)), ("t-new", None)] {
+        let score: Option<f64> = client.zscore(&timers, m).await.expect("zscore");
+        assert_eq!(score, want, "{m}");
+    }
+    // The tombstone refuses the same commit again and repeats the answer.
+    assert_eq!(cas("t3", "=v2", "sv3", &add, &["t-gone"]).await, -2);
+    assert_eq!(
+        undo("t3", "=v3", "=v2", &["t-old", "t-new"], &["t-gone"]).await,
+        1
+    );
 }

@@ -189,6 +189,9 @@ contract_tests! {
         => embedded_duplicate_username_is_taken, mongodb_duplicate_username_is_taken;
     existing_users_filters_unknown_ids
         => embedded_existing_users_filters_unknown_ids, mongodb_existing_users_filters_unknown_ids;
+    users_are_the_known_ones_in_the_order_asked_each_once
+        => embedded_users_are_the_known_ones_in_the_order_asked_each_once,
+           mongodb_users_are_the_known_ones_in_the_order_asked_each_once;
     create_group_puts_owner_first_and_drops_duplicates
         => embedded_create_group_puts_owner_first_and_drops_duplicates,
            mongodb_create_group_puts_owner_first_and_drops_duplicates;
@@ -310,6 +313,42 @@ async fn existing_users_filters_unknown_ids(store: Store) {
             .existing_users(&ids(&["ghost"]))
             .await
             .expect("existing")
+            .is_empty()
+    );
+}
+
+/// The batch lookup (`GET /contacts`, group invites) answers what one
+/// `user` lookup per id would: the same records, unknown ids left out.
+async fn users_are_the_known_ones_in_the_order_asked_each_once(store: Store) {
+    let a = store
+        .create_user(new_user("alice", "Alice"))
+        .await
+        .expect("create");
+    let b = store
+        .create_user(new_user("bob", "Bob"))
+        .await
+        .expect("create");
+    let asked = vec![
+        b.id.clone(),
+        uid("ffffffffffffffffffffffff"),
+        a.id.clone(),
+        uid("ghost-user"),
+        b.id.clone(),
+    ];
+    let one_by_one = store.user(&b.id).await.expect("user").expect("bob");
+    assert_eq!(
+        store.users(&asked).await.expect("users"),
+        vec![
+            one_by_one,
+            store.user(&a.id).await.expect("user").expect("alice")
+        ]
+    );
+    assert!(store.users(&[]).await.expect("users").is_empty());
+    assert!(
+        store
+            .users(&ids(&["ghost"]))
+            .await
+            .expect("users")
             .is_empty()
     );
 }

@@ -10,6 +10,7 @@
 //! | `p:room:{room}` | the call id holding a Jitsi room |
 //! | `p:group:{gid}:call` | the live call id of a group |
 //! | `p:timers` | sorted set: [`Timer`] as JSON, scored by due time (Unix ms) |
+//! | `p:commit:{token}` | one commit's undo record, then its undo's tombstone ([`UNDO_WINDOW`]) |
 //!
 //! # A transition
 //! 1. Load: one read of the scope's keys (acting users, named calls, rooms,
@@ -23,13 +24,38 @@
 //!    created or ended a call whose index records were not loaded (the other
 //!    party of a call being hung up, its room), load them (one `MGET`) and
 //!    run the rule again from scratch.
-//! 3. Commit, when anything changed: one `EVALSHA` of [`CAS`]. It refuses
-//!    (`Fenced`) when this node's lease `p:node:{id}` is gone; checks that
-//!    every record read still holds what was read (absent ones still
-//!    absent, new ones absent); then sets or deletes the changed records,
-//!    adds the timers the rule asked for and removes those of ended calls,
-//!    all or nothing. A conflict starts again at 1, at most
+//! 3. Commit, when anything changed: one `EVALSHA` of [`CAS`], with a fresh
+//!    random token. It refuses (`Fenced`) when this node's lease
+//!    `p:node:{id}` is gone, and refuses outright when `p:commit:{token}`
+//!    exists (the tombstone of its own undo, below); checks that every
+//!    record read still holds what was read (absent ones still absent, new
+//!    ones absent); then sets or deletes the changed records, adds the
+//!    timers the rule asked for and removes those of ended calls, and
+//!    writes `p:commit:{token}` (for [`UNDO_WINDOW`]) with what an undo
+//!    needs that the node does not know: the score each timer it touched
+//!    had before. All or nothing. A conflict starts again at 1, at most
 //!    [`MAX_ATTEMPTS`] times, then the transition is `unavailable`.
+//! 4. Only when the commit got no answer (it timed out after
+//!    `cluster.redis_timeout_ms`, or the connection was lost): the outcome
+//!    is unknown, the sender hears `unavailable`, so the commit must not
+//!    stand. A task of its own runs [`UNDO`] for the token, on the same
+//!    connection (so after the commit when both were sent on it), every
+//!    250 ms while Redis does not answer, for at most [`UNDO_WINDOW`] less
+//!    10 s. [`UNDO`] answers [`Undone`]: with no undo record the commit
+//!    never applied, and the tombstone it writes makes sure it never will
+//!    (a commit that arrives later, over a connection since lost, is
+//!    refused); with one, and every record the commit set or deleted still
+//!    as the commit left it, the records get back the values read in 1 and
+//!    the timers their scores before (added ones removed, removed ones
+//!    re-added); if another transition has changed one of those records
+//!    since, it has built on the commit, and undoing would break it: left
+//!    as it is, logged at warn. Either way the undo record becomes a
+//!    tombstone that repeats the answer. Until the undo is answered, every
+//!    transition of this node runs it first (and is `unavailable` while it
+//!    gets no answer), so a retry on the same node, once Redis is back,
+//!    never builds on the commit and makes the undo moot; one on another
+//!    node in that window can. Nothing of this costs a round trip when the
+//!    commit answers.
 //!
 //! A one-to-one call's setup costs 4 round trips, admission included:
 //! initiate (1 gated load + 1 commit), accept (1 gated load + 1 commit). A
@@ -56,9 +82,9 @@
 //! timer's effect happens exactly once even when its node was killed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fred::interfaces::{KeysInterface, LuaInterface};
 
@@ -85,21 +111,44 @@ const MAX_WIDENINGS: usize = 3;
 /// Timers claimed per poll.
 const CLAIM_BATCH: usize = 256;
 
+/// How long a commit's undo record `p:commit:{token}`, and the tombstone an
+/// undo leaves in its place, live: the window within which a commit whose
+/// answer never came is undone, or refused if it arrives after its undo.
+pub const UNDO_WINDOW: Duration = Duration::from_secs(60);
+
+/// An undo is retried this often while Redis does not answer...
+const UNDO_RETRY: Duration = Duration::from_millis(250);
+
+/// ...until this long before [`UNDO_WINDOW`] closes (counted from when the
+/// commit was sent), so an undo never runs after the undo record expired
+/// and mistakes an applied commit for one that never was.
+const UNDO_MARGIN: Duration = Duration::from_secs(10);
+
 /// The generic compare-and-set commit. No call rule: it compares, writes and
-/// schedules what the caller computed.
+/// schedules what the caller computed, and leaves what undoing it needs.
 ///
-/// KEYS: the node's lease, the timer set, then every record touched.
-/// ARGV: TTL (ms), timers to add, timers to remove; then for each record its
-/// expected value (`""` absent, else `"="` .. value) and its action (`"k"`
-/// keep and refresh the TTL, `"d"` delete, `"s"` .. value set); then
-/// (score, member) pairs to add; then members to remove.
-/// Returns 1 (committed), 0 (a record changed since it was read), -1 (no lease).
+/// KEYS: the node's lease, the timer set, the commit's undo record
+/// `p:commit:{token}`, then every record touched.
+/// ARGV: TTL (ms), timers to add, timers to remove, the undo record's TTL
+/// (ms); then for each record its expected value (`""` absent, else `"="` ..
+/// value) and its action (`"k"` keep and refresh the TTL, `"d"` delete,
+/// `"s"` .. value set); then (score, member) pairs to add; then members to
+/// remove.
+///
+/// The undo record is `"c"`, then `"|" .. i .. ":" .. score` for each timer
+/// operation `i` (1-based: the additions, then the removals) whose member
+/// was in the set before, with its score then: what [`UNDO`] needs that
+/// the node does not know.
+///
+/// Returns 1 (committed), 0 (a record changed since it was read), -1 (no
+/// lease), -2 (refused: [`UNDO`] already ran for this token).
 pub const CAS: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local n = #KEYS - 2
+if redis.call('EXISTS', KEYS[3]) == 1 then return -2 end
+local n = #KEYS - 3
 for i = 1, n do
-  local want = ARGV[2 + 2 * i]
-  local have = redis.call('GET', KEYS[2 + i])
+  local want = ARGV[3 + 2 * i]
+  local have = redis.call('GET', KEYS[3 + i])
   if want == '' then
     if have then return 0 end
   elseif (not have) or ('=' .. have) ~= want then
@@ -108,8 +157,8 @@ for i = 1, n do
 end
 local ttl = ARGV[1]
 for i = 1, n do
-  local op = ARGV[3 + 2 * i]
-  local k = KEYS[2 + i]
+  local op = ARGV[4 + 2 * i]
+  local k = KEYS[3 + i]
   local c = string.sub(op, 1, 1)
   if c == 's' then
     redis.call('SET', k, string.sub(op, 2), 'PX', ttl)
@@ -119,15 +168,87 @@ for i = 1, n do
     redis.call('PEXPIRE', k, ttl)
   end
 end
-local a = 4 + 2 * n
-for i = 1, tonumber(ARGV[2]) do
+local undo = 'c'
+local a = 5 + 2 * n
+local nadd = tonumber(ARGV[2])
+for i = 1, nadd do
+  local had = redis.call('ZSCORE', KEYS[2], ARGV[a + 1])
+  if had then undo = undo .. '|' .. i .. ':' .. had end
   redis.call('ZADD', KEYS[2], ARGV[a], ARGV[a + 1])
   a = a + 2
 end
 for i = 1, tonumber(ARGV[3]) do
-  redis.call('ZREM', KEYS[2], ARGV[a])
+  local had = redis.call('ZSCORE', KEYS[2], ARGV[a])
+  if had then
+    undo = undo .. '|' .. (nadd + i) .. ':' .. had
+    redis.call('ZREM', KEYS[2], ARGV[a])
+  end
   a = a + 1
 end
+redis.call('SET', KEYS[3], undo, 'PX', ARGV[4])
+return 1
+";
+
+/// Undoes one [`CAS`] commit whose answer never came (see the module docs),
+/// or makes sure it never applies. No call rule: it compares and restores
+/// what the node computed for that commit.
+///
+/// KEYS: the commit's undo record `p:commit:{token}`, the timer set, then
+/// every record the commit set or deleted.
+/// ARGV: the undo record's TTL (ms), the records' TTL (ms), timers the commit
+/// added, timers it removed; then for each record the value the commit wrote
+/// and the value it replaced (each `""` absent, else `"="` .. value); then
+/// the members the commit added; then those it removed.
+///
+/// Leaves a tombstone in place of the undo record (`"u"`, `"n"` or `"s"`,
+/// for the answer given), so a commit arriving later is refused and a
+/// repeated undo answers the same. Returns 1 (undone), 2 (never applied:
+/// now it never will), 3 (applied, and the records have moved on since:
+/// left as they are).
+pub const UNDO: &str = r"
+local m = redis.call('GET', KEYS[1])
+if m == 'u' then return 1 elseif m == 'n' then return 2 elseif m == 's' then return 3 end
+if not m then
+  redis.call('SET', KEYS[1], 'n', 'PX', ARGV[1])
+  return 2
+end
+local n = #KEYS - 2
+for i = 1, n do
+  local wrote = ARGV[3 + 2 * i]
+  local have = redis.call('GET', KEYS[2 + i])
+  local moved
+  if wrote == '' then
+    moved = have ~= false
+  else
+    moved = (not have) or ('=' .. have) ~= wrote
+  end
+  if moved then
+    redis.call('SET', KEYS[1], 's', 'PX', ARGV[1])
+    return 3
+  end
+end
+for i = 1, n do
+  local before = ARGV[4 + 2 * i]
+  if before == '' then
+    redis.call('DEL', KEYS[2 + i])
+  else
+    redis.call('SET', KEYS[2 + i], string.sub(before, 2), 'PX', ARGV[2])
+  end
+end
+local prior = {}
+for i, score in string.gmatch(m, '|(%d+):([^|]+)') do
+  prior[tonumber(i)] = score
+end
+local base = 4 + 2 * n
+for i = tonumber(ARGV[3]) + tonumber(ARGV[4]), 1, -1 do
+  local member = ARGV[base + i]
+  if prior[i] then
+    redis.call('ZADD', KEYS[2], prior[i], member)
+  else
+    redis.call('ZREM', KEYS[2], member)
+  end
+end
+redis.call('SET', KEYS[1], 'u', 'PX', ARGV[1])
 return 1
 ";
 
@@ -193,6 +314,8 @@ pub struct RoundTrips {
     pub conflicts: u64,
     /// `EVALSHA`s of the claim script.
     pub claims: u64,
+    /// `EVALSHA`s of the undo script (none unless a commit's answer was lost).
+    pub undos: u64,
     /// `SCRIPT LOAD`s.
     pub script_loads: u64,
 }
@@ -200,7 +323,7 @@ pub struct RoundTrips {
 impl RoundTrips {
     /// Every round trip.
     pub fn total(&self) -> u64 {
-        self.loads + self.commits + self.claims + self.script_loads
+        self.loads + self.commits + self.claims + self.undos + self.script_loads
     }
 }
 
@@ -210,6 +333,7 @@ struct Counters {
     commits: AtomicU64,
     conflicts: AtomicU64,
     claims: AtomicU64,
+    undos: AtomicU64,
     script_loads: AtomicU64,
 }
 
@@ -246,6 +370,149 @@ enum Commit {
     Conflict,
 }
 
+/// What [`UNDO`] answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undone {
+    /// The commit had applied; its records and timers are as they were before it.
+    Undone,
+    /// The commit had not applied, and now never will.
+    NeverApplied,
+    /// The commit had applied and another transition has since changed one
+    /// of its records: left as it is.
+    Superseded,
+}
+
+/// One [`UNDO`] run, computed alongside the commit it undoes.
+#[derive(Debug, Clone)]
+struct UndoPlan {
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+/// This node's undos not yet answered (see the module docs).
+#[derive(Debug)]
+struct Undos {
+    redis: Redis,
+    script: Script,
+    counters: Arc<Counters>,
+    pending: Mutex<BTreeMap<u64, (Arc<UndoPlan>, Instant)>>,
+    any: AtomicBool,
+    next: AtomicU64,
+}
+
+impl Undos {
+    fn new(redis: Redis, counters: Arc<Counters>) -> Self {
+        Self {
+            redis,
+            script: Script::new(UNDO),
+            counters,
+            pending: Mutex::new(BTreeMap::new()),
+            any: AtomicBool::new(false),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Arc<UndoPlan>, Instant)>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Undoes a commit whose answer never came (sent at `sent`): tried at
+    /// once, then every [`UNDO_RETRY`] while Redis does not answer, in a
+    /// task of its own; and first thing in every transition of this node
+    /// meanwhile ([`Self::settle`]).
+    fn start(self: &Arc<Self>, plan: UndoPlan, sent: Instant) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let give_up = sent + UNDO_WINDOW.saturating_sub(UNDO_MARGIN);
+        let plan = Arc::new(plan);
+        {
+            let mut pending = self.pending();
+            pending.insert(id, (plan.clone(), give_up));
+            self.any.store(true, Ordering::Release);
+        }
+        let undos = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if !undos.pending().contains_key(&id) || undos.try_once(id, &plan).await.is_ok() {
+                    return;
+                }
+                if Instant::now() + UNDO_RETRY >= give_up {
+                    if undos.remove(id) {
+                        tracing::error!(
+                            "a commit whose answer was lost could not be undone within the undo \
+                             window; it may stand"
+                        );
+                    }
+                    return;
+                }
+                tokio::time::sleep(UNDO_RETRY).await;
+            }
+        });
+    }
+
+    fn remove(&self, id: u64) -> bool {
+        let mut pending = self.pending();
+        let removed = pending.remove(&id).is_some();
+        self.any.store(!pending.is_empty(), Ordering::Release);
+        removed
+    }
+
+    /// One run of the undo `id`; `Err` when Redis did not answer.
+    async fn try_once(&self, id: u64, plan: &UndoPlan) -> Result<(), ClusterError> {
+        self.counters.undos.fetch_add(1, Ordering::Relaxed);
+        let answer: i64 = eval(
+            &self.redis,
+            &self.counters,
+            &self.script,
+            plan.keys.clone(),
+            plan.args.clone(),
+        )
+        .await?;
+        // Whoever got the answer first (the task or a transition) tells it.
+        if self.remove(id) {
+            match undone(answer) {
+                Some(Undone::Undone) => {
+                    tracing::info!("a commit whose answer was lost had applied: undone");
+                }
+                Some(Undone::NeverApplied) => {
+                    tracing::info!(
+                        "a commit whose answer was lost had not applied: refused for good"
+                    );
+                }
+                Some(Undone::Superseded) => tracing::warn!(
+                    "a commit whose answer was lost had applied and was built on before it could \
+                     be undone: left as it is"
+                ),
+                None => {
+                    tracing::error!("the undo script answered out of range; commit left as it is")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every undo still pending on this node, so no transition of this
+    /// node builds on a commit that may yet be undone. Free when none is.
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`] while one gets no answer.
+    async fn settle(&self) -> Result<(), ClusterError> {
+        if !self.any.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let due: Vec<(u64, Arc<UndoPlan>)> = self
+            .pending()
+            .iter()
+            .filter(|(_, (_, give_up))| now < *give_up)
+            .map(|(id, (plan, _))| (*id, plan.clone()))
+            .collect();
+        for (id, plan) in due {
+            self.try_once(id, &plan).await?;
+        }
+        Ok(())
+    }
+}
+
 /// The cluster's call state (see the module docs).
 #[derive(Debug)]
 pub struct RedisCalls {
@@ -254,9 +521,10 @@ pub struct RedisCalls {
     cas: Script,
     claim: Script,
     gate: Script,
+    undos: Arc<Undos>,
     lease_key: String,
     timers_key: String,
-    counters: Counters,
+    counters: Arc<Counters>,
 }
 
 fn now_ms() -> u64 {
@@ -286,20 +554,54 @@ fn member(timer: &Timer) -> Option<String> {
     serde_json::to_string(timer).ok()
 }
 
+fn undone(answer: i64) -> Option<Undone> {
+    match answer {
+        1 => Some(Undone::Undone),
+        2 => Some(Undone::NeverApplied),
+        3 => Some(Undone::Superseded),
+        _ => None,
+    }
+}
+
+/// `EVALSHA`, loading the script first when this node has not yet, and
+/// again when Redis lost it (`NOSCRIPT` after a restart).
+async fn eval<R: fred::types::FromValue>(
+    redis: &Redis,
+    counters: &Counters,
+    script: &Script,
+    keys: Vec<String>,
+    args: Vec<String>,
+) -> Result<R, ClusterError> {
+    let client = redis.client();
+    if let Some(sha) = script.sha() {
+        match client.evalsha(sha, keys.clone(), args.clone()).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {}
+            other => return Ok(other?),
+        }
+    }
+    counters.script_loads.fetch_add(1, Ordering::Relaxed);
+    let sha: String = client.script_load(script.lua).await?;
+    script.set_sha(sha.clone());
+    Ok(client.evalsha(sha, keys, args).await?)
+}
+
 impl RedisCalls {
     /// The store of node `redis.node()`.
     pub fn new(redis: Redis, policy: CallPolicy) -> Self {
         let lease_key = redis.key(&format!("node:{}", redis.node()));
         let timers_key = redis.key("timers");
+        let counters = Arc::new(Counters::default());
+        let undos = Arc::new(Undos::new(redis.clone(), counters.clone()));
         Self {
             redis,
             policy: RwLock::new(policy),
             cas: Script::new(CAS),
             claim: Script::new(CLAIM),
             gate: Script::new(GATE),
+            undos,
             lease_key,
             timers_key,
-            counters: Counters::default(),
+            counters,
         }
     }
 
@@ -324,6 +626,7 @@ impl RedisCalls {
             commits: c.commits.load(Ordering::Relaxed),
             conflicts: c.conflicts.load(Ordering::Relaxed),
             claims: c.claims.load(Ordering::Relaxed),
+            undos: c.undos.load(Ordering::Relaxed),
             script_loads: c.script_loads.load(Ordering::Relaxed),
         }
     }
@@ -481,6 +784,7 @@ impl RedisCalls {
         done: Option<&str>,
         mut gate: Option<&Gate>,
     ) -> Result<Done<T>, GateError> {
+        self.undos.settle().await?;
         for attempt in 0..MAX_ATTEMPTS {
             let mut fetched = match gate.take() {
                 Some(g) if !g.is_empty() => self.load_gated(scope, g).await?,
@@ -557,41 +861,86 @@ impl RedisCalls {
         timers: &[(Duration, Timer)],
         removals: &[String],
     ) -> Result<Commit, ClusterError> {
+        fn expect(value: Option<&String>) -> String {
+            value.map_or_else(String::new, |v| format!("={v}"))
+        }
         let mut writes: BTreeMap<RecordKey, Option<String>> = writes.into_iter().collect();
-        let mut keys = vec![self.lease_key.clone(), self.timers_key.clone()];
+        let now = now_ms();
+        let added: Vec<(u64, String)> = timers
+            .iter()
+            .filter_map(|(after, timer)| Some((now.saturating_add(ms(*after)), member(timer)?)))
+            .collect();
+        let token = format!("{:032x}", rand::random::<u128>());
+        let undo_key = self.redis.key(&format!("commit:{token}"));
+        let mut keys = vec![
+            self.lease_key.clone(),
+            self.timers_key.clone(),
+            undo_key.clone(),
+        ];
         let mut args = vec![
             ms(RECORD_TTL).to_string(),
-            timers.len().to_string(),
+            added.len().to_string(),
             removals.len().to_string(),
+            ms(UNDO_WINDOW).to_string(),
         ];
+        // The undo of this commit: every record it sets or deletes, with the
+        // value it writes and the one it replaces; the timers it adds and removes.
+        let mut undo = UndoPlan {
+            keys: vec![undo_key, self.timers_key.clone()],
+            args: vec![
+                ms(UNDO_WINDOW).to_string(),
+                ms(RECORD_TTL).to_string(),
+                added.len().to_string(),
+                removals.len().to_string(),
+            ],
+        };
         // Every record read, with what was read; then every new record, absent.
         for (key, was) in fetched {
-            keys.push(self.key(key));
-            args.push(was.as_ref().map_or_else(String::new, |v| format!("={v}")));
+            let name = self.key(key);
+            args.push(expect(was.as_ref()));
             args.push(match writes.remove(key) {
-                Some(Some(v)) => format!("s{v}"),
-                Some(None) => "d".into(),
+                Some(now) => {
+                    undo.keys.push(name.clone());
+                    undo.args.push(expect(now.as_ref()));
+                    undo.args.push(expect(was.as_ref()));
+                    now.map_or_else(|| "d".into(), |v| format!("s{v}"))
+                }
                 None => "k".into(),
             });
+            keys.push(name);
         }
         for (key, now) in writes {
-            keys.push(self.key(&key));
+            let name = self.key(&key);
+            undo.keys.push(name.clone());
+            undo.args.push(expect(now.as_ref()));
+            undo.args.push(String::new());
+            keys.push(name);
             args.push(String::new());
             args.push(now.map_or_else(|| "d".into(), |v| format!("s{v}")));
         }
-        let now = now_ms();
-        for (after, timer) in timers {
-            let Some(m) = member(timer) else { continue };
-            args.push(now.saturating_add(ms(*after)).to_string());
-            args.push(m);
+        for (score, m) in added {
+            args.push(score.to_string());
+            args.push(m.clone());
+            undo.args.push(m);
         }
         args.extend(removals.iter().cloned());
+        undo.args.extend(removals.iter().cloned());
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        let answer: i64 = self.eval(&self.cas, keys, args).await?;
-        match answer {
-            1 => Ok(Commit::Done),
-            0 => Ok(Commit::Conflict),
-            _ => Err(ClusterError::Fenced),
+        let sent = Instant::now();
+        match self.eval::<i64>(&self.cas, keys, args).await {
+            Ok(1) => Ok(Commit::Done),
+            Ok(0) => Ok(Commit::Conflict),
+            Ok(-1) => Err(ClusterError::Fenced),
+            // -2: refused by this very commit's undo, which only runs once
+            // this call has returned; never seen, and nothing applied anyway.
+            Ok(_) => Err(ClusterError::Unavailable),
+            Err(e) => {
+                // No answer (a timeout, a lost connection): the commit may have
+                // applied, or may still. The sender hears `unavailable`, so it
+                // must not stand.
+                self.undos.start(undo, sent);
+                Err(e)
+            }
         }
     }
 
@@ -603,17 +952,7 @@ impl RedisCalls {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<R, ClusterError> {
-        let client = self.redis.client();
-        if let Some(sha) = script.sha() {
-            match client.evalsha(sha, keys.clone(), args.clone()).await {
-                Err(e) if e.details().starts_with("NOSCRIPT") => {}
-                other => return Ok(other?),
-            }
-        }
-        self.counters.script_loads.fetch_add(1, Ordering::Relaxed);
-        let sha: String = client.script_load(script.lua).await?;
-        script.set_sha(sha.clone());
-        Ok(client.evalsha(sha, keys, args).await?)
+        eval(&self.redis, &self.counters, script, keys, args).await
     }
 
     /// Claims the timers that are due (see the module docs).

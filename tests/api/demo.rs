@@ -200,6 +200,33 @@ async fn contacts_are_the_people_who_share_a_group_with_their_presence() {
     assert_eq!(contacts[0]["online"], true);
     assert_eq!(contacts[1]["online"], false);
 
+    // A member the directory no longer knows (deleted by the chat app; still
+    // listed in the group) is left out.
+    if let Some(m) = &server.mongo {
+        let gone = m
+            .users()
+            .delete_one(mongodb::bson::doc! { "_id": m.stored(bob.id.as_str()) })
+            .await
+            .expect("deleted");
+        assert_eq!(gone.deleted_count, 1);
+    } else {
+        let callgate::store::Store::Embedded(store) = &server.store else {
+            panic!("embedded store");
+        };
+        assert!(store.delete_user(&bob.id).expect("deleted"));
+    }
+    let (status, contacts) = server.get("/contacts", Some(&server.token(&alice))).await;
+    assert_eq!(status, 200);
+    let listed: Vec<&str> = contacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec!["carol"]);
+    assert_eq!(contacts[0]["id"], carol.id.to_string());
+    assert_eq!(contacts[0]["displayName"], "carol display");
+
     let (status, body) = server.get("/contacts", None).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");

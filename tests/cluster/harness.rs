@@ -36,6 +36,10 @@ pub const QUIET: Duration = Duration::from_millis(600);
 pub const HEARTBEAT_MS: u64 = 250;
 pub const NODE_TIMEOUT_MS: u64 = 1500;
 pub const TIMER_POLL_MS: u64 = 50;
+/// The bound on each Redis command of every node (`cluster.redis_timeout_ms`,
+/// the default, set explicitly so the tests that time an `unavailable`
+/// answer bound it by what the nodes run with).
+pub const REDIS_TIMEOUT_MS: u64 = 300;
 /// A dead node is accounted for within node_timeout + heartbeat; the tests
 /// allow that plus slack for a loaded 2-core machine.
 pub const DEAD_NODE_BOUND: Duration = Duration::from_millis(NODE_TIMEOUT_MS + HEARTBEAT_MS + 3000);
@@ -491,6 +495,10 @@ impl Cluster {
             .env(
                 "CALLGATE__CLUSTER__TIMER_POLL_MS",
                 TIMER_POLL_MS.to_string(),
+            )
+            .env(
+                "CALLGATE__CLUSTER__REDIS_TIMEOUT_MS",
+                REDIS_TIMEOUT_MS.to_string(),
             )
             .env("CALLGATE__SERVER__SHUTDOWN_GRACE_SECS", "2")
             .env("CALLGATE__LOG__FORMAT", "text")
@@ -970,16 +978,101 @@ where
     }
 }
 
-// ------------------------------------------------------ a cuttable link ----
+// ------------------------------------------------- a cuttable, slow link ----
 
 /// A TCP proxy in front of Redis that a test can cut (every connection
-/// dropped, new ones refused) and restore: a node cut off from Redis while
-/// the others still reach it.
+/// dropped, new ones refused) and restore, or slow down: a node cut off
+/// from Redis, or on a slow path to it, while the others still reach it.
 pub struct Link {
     pub port: u16,
     open: Arc<std::sync::atomic::AtomicBool>,
+    /// Added to every chunk forwarded from now on, in milliseconds.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Chunks on their way to Redis holding these bytes are held this long
+    /// (milliseconds) instead.
+    hold: Hold,
     conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accept: tokio::task::JoinHandle<()>,
+}
+
+/// What happens to a chunk on its way to Redis that holds given bytes.
+#[derive(Debug, Clone, Copy)]
+enum OnMatch {
+    /// Held this long (milliseconds) instead of the link's delay.
+    Delay(u64),
+    /// Forwarded, then the connection is lost: nothing more comes back from
+    /// Redis on it (the chunk's answer included), and it closes shortly
+    /// after. Once: the next connection goes through.
+    Lose,
+}
+
+type Hold = Arc<Mutex<Option<(Vec<u8>, OnMatch)>>>;
+
+/// Forwards `from` to `to`, each chunk held until `delay` (read when the
+/// chunk arrives) has passed since it arrived, or the time `hold` gives for
+/// a chunk holding its bytes: latency, not a throughput cap (chunks in
+/// flight overlap), and the byte order is kept (a chunk behind a held one
+/// waits for it). An EOF is passed on once every chunk before it is written.
+/// Once `lost` is set (by [`OnMatch::Lose`]), nothing more is written.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Arc<std::sync::atomic::AtomicU64>,
+    hold: Option<Hold>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>, bool)>();
+    let read = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            let mut by = Duration::from_millis(delay.load(SeqCst));
+            let mut lose = false;
+            if let Some(hold) = &hold {
+                let mut hold = hold.lock().expect("hold");
+                if let Some((bytes, on)) = hold.clone()
+                    && buf[..n].windows(bytes.len()).any(|w| w == bytes.as_slice())
+                {
+                    match on {
+                        OnMatch::Delay(ms) => by = Duration::from_millis(ms),
+                        OnMatch::Lose => {
+                            lose = true;
+                            *hold = None;
+                        }
+                    }
+                }
+            }
+            if tx
+                .send((tokio::time::Instant::now() + by, buf[..n].to_vec(), lose))
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    };
+    let write = async move {
+        while let Some((due, chunk, lose)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if lose {
+                // Whatever Redis answers from now on is lost with the link.
+                lost.store(true, SeqCst);
+                to.write_all(&chunk).await?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Err(std::io::Error::other("link lost"));
+            }
+            if lost.load(SeqCst) {
+                return Err(std::io::Error::other("link lost"));
+            }
+            to.write_all(&chunk).await?;
+        }
+        to.shutdown().await
+    };
+    tokio::try_join!(read, write).map(|_| ())
 }
 
 impl Link {
@@ -991,18 +1084,33 @@ impl Link {
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let (open2, conns2) = (open.clone(), conns.clone());
+        let hold: Hold = Arc::default();
+        let (open2, delay2, conns2, hold2) =
+            (open.clone(), delay_ms.clone(), conns.clone(), hold.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if !open2.load(std::sync::atomic::Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
                 let target = target.clone();
+                let delay = delay2.clone();
+                let hold = hold2.clone();
+                let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = inbound.set_nodelay(true);
+                        let _ = outbound.set_nodelay(true);
+                        let (in_r, in_w) = inbound.into_split();
+                        let (out_r, out_w) = outbound.into_split();
+                        // Either direction failing ends the connection;
+                        // aborting this task (a cut) drops both.
+                        let _ = tokio::try_join!(
+                            forward(in_r, out_w, delay.clone(), Some(hold), lost.clone()),
+                            forward(out_r, in_w, delay, None, lost)
+                        );
                     }
                 });
                 conns2.lock().expect("conns").push(task);
@@ -1011,6 +1119,8 @@ impl Link {
         Self {
             port,
             open,
+            delay_ms,
+            hold,
             conns,
             accept,
         }
@@ -1031,6 +1141,37 @@ impl Link {
     /// Lets connections through again.
     pub fn restore(&self) {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Holds every chunk that arrives from now on `by` before forwarding
+    /// it, in both directions (a round trip takes `2 * by` longer); the
+    /// connections stay up. Zero restores full speed (chunks already held
+    /// keep their time).
+    pub fn delay(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Link {
+    /// Holds every chunk on its way to Redis that contains `bytes` (a
+    /// script's SHA1: its `EVALSHA`s) `by` before forwarding it, and so
+    /// whatever follows it on that connection; other chunks go as before.
+    pub fn hold_matching(&self, bytes: &[u8], by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        *self.hold.lock().expect("hold") = Some((bytes.to_vec(), OnMatch::Delay(ms)));
+    }
+
+    /// The next chunk on its way to Redis that contains `bytes` is delivered,
+    /// and then its connection is lost: Redis runs it, its answer never
+    /// comes back, and the connection closes 200 ms later. Once.
+    pub fn lose_after_matching(&self, bytes: &[u8]) {
+        *self.hold.lock().expect("hold") = Some((bytes.to_vec(), OnMatch::Lose));
+    }
+
+    /// Holds no chunk for its bytes any more (chunks already held keep their time).
+    pub fn hold_nothing(&self) {
+        *self.hold.lock().expect("hold") = None;
     }
 }
 
