@@ -74,3 +74,46 @@ async fn redis_the_per_user_connection_cap_holds_across_nodes_and_frees_on_disco
     let third = cluster.connect_when_free(2, &ALICE, WAIT).await;
     assert_eq!(third.node, "node-c");
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_refused_initiates_are_charged_like_the_ones_that_ring() {
+    // A valid initiate takes its cluster charge with its first read; one
+    // refused before that read (an unknown callee) is charged on its own.
+    // Mixed and alternating between nodes, 11 still pass 5 times.
+    let policy = PolicyFile {
+        call_initiate: Some((10, 5)),
+        ..PolicyFile::default()
+    };
+    let cluster = Cluster::start(2, policy).await;
+    let on_a = cluster.connect(0, &ALICE).await;
+    let on_b = cluster.connect(1, &ALICE).await;
+    let _bob = cluster.connect(1, &BOB).await;
+    assert_eq!(
+        (on_a.node.as_str(), on_b.node.as_str()),
+        ("node-a", "node-b")
+    );
+    let ghost = "0123456789abcdef01234567";
+    let mut answered = Vec::new();
+    let mut limited = 0;
+    for i in 0..11 {
+        let socket = if i % 2 == 0 { &on_a } else { &on_b };
+        let to = if i % 3 == 0 { ghost } else { BOB.id };
+        let ack = socket
+            .emit_ack("initiateVideoCall", json!({ "receiverId": to }))
+            .await;
+        match ack["error"]["code"].as_str() {
+            Some("rate_limited") => limited += 1,
+            other => answered.push((to == ghost, other.map(str::to_owned))),
+        }
+    }
+    assert_eq!(
+        (answered.len(), limited),
+        (5, 6),
+        "11 initiates: {answered:?}"
+    );
+    for (to_ghost, code) in answered {
+        let want = to_ghost.then(|| "not_found".to_owned());
+        assert_eq!(code, want, "an unknown callee is not_found, Bob rings");
+    }
+}
