@@ -24,12 +24,15 @@ usage: bash bench/compare.sh [--quick] [options]
   --profile release|debug build profile (default release; debug only for smoke runs)
   --callgate-bin PATH     use this callgate binary instead of building one
   --rounds N              rounds per server (default 5)
-  --servers LIST          any of callgate,callgate-mongo,callgate-cluster,node,relay
-                          (default callgate,node,relay); callgate-mongo is callgate on the
-                          MongoDB store: CALLGATE_BENCH_MONGODB_URI, else a
+  --servers LIST          any of callgate,callgate-mongo,callgate-cluster,node,relay,
+                          relay-cluster (default callgate,node,relay); callgate-mongo is
+                          callgate on the MongoDB store: CALLGATE_BENCH_MONGODB_URI, else a
                           SecantusDB it starts (the one scripts/test installs);
                           callgate-cluster is two callgate nodes on a redis-server it
-                          starts (callers on one node, callees on the other)
+                          starts (callers on one node, callees on the other);
+                          relay-cluster is the same with two bare relays on
+                          socketioxide's Redis adapter (its floor). Ratios are to
+                          callgate if it runs, else to relay, else to the first
   --connections A,B       idle socket stages (default 5000,10000)
   --rates LIST            fixed call rates, calls/s (default 1000,2000)
   --steps LIST            throughput steps for the knee
@@ -113,11 +116,11 @@ ulimit -n 20000 2>/dev/null || echo "warning: cannot raise the descriptor limit 
 profile_flag=(--release)
 [[ ${profile:-release} == debug ]] && profile_flag=()
 echo "==> building (${profile:-release}) into $target_dir"
-if [[ -z ${callgate_bin:-} ]]; then
+if [[ -z ${callgate_bin:-} && ",$servers," == *,callgate* ]]; then
   CARGO_TARGET_DIR=$target_dir cargo build "${profile_flag[@]}" --locked --quiet --manifest-path "$root/Cargo.toml" --bin callgate
 fi
 CARGO_TARGET_DIR=$target_dir cargo build "${profile_flag[@]}" --locked --quiet --manifest-path "$bench_dir/loadgen/Cargo.toml"
-if [[ ",$servers," == *,relay,* ]]; then
+if [[ ",$servers," == *,relay,* || ",$servers," == *,relay-cluster,* ]]; then
   CARGO_TARGET_DIR=$target_dir cargo build "${profile_flag[@]}" --locked --quiet --manifest-path "$bench_dir/bare-relay/Cargo.toml"
 fi
 if [[ ",$servers," == *,node,* ]]; then
@@ -232,9 +235,10 @@ port_of() {
   case "$1" in
     callgate) echo $((base_port + 1)) ;; node) echo $((base_port + 2)) ;; relay) echo $((base_port + 3)) ;;
     callgate-mongo) echo $((base_port + 4)) ;; callgate-cluster) echo $((base_port + 5)) ;;
+    relay-cluster) echo $((base_port + 7)) ;;
   esac
 }
-peer_port=$((base_port + 6))
+peer_port=$((base_port + 6)) # node 2 of either cluster (one runs at a time)
 
 wait_healthz() { # wait_healthz NAME PORT PID LOG
   for _ in $(seq 300); do
@@ -252,11 +256,27 @@ wait_healthz() { # wait_healthz NAME PORT PID LOG
   exit 1
 }
 
-# callgate-cluster: a fresh, empty redis-server (no persistence, as the README
-# says a deployment needs) and two nodes on it, all on the server's CPUs: the
-# cluster gets the same CPU as the single node it is compared with.
+# callgate-cluster and relay-cluster: a fresh, empty redis-server (no
+# persistence, as the README says a deployment needs) and two nodes on it, all
+# on the server's CPUs: the cluster gets the same CPU as the single node it is
+# compared with. cluster_node NAME N PORT REDIS_URL sets node_command to the
+# command line of node N; start_cluster NAME LOG runs Redis and both nodes.
+node_command=()
+cluster_node() {
+  local name=$1 node=$2 port=$3 url=$4
+  case "$name" in
+    callgate-cluster)
+      node_command=(env RUST_LOG=warn CALLGATE_REDIS_URL="$url" \
+        CALLGATE__CLUSTER__NODE_ID="bench-$node" CALLGATE__CLUSTER__KEY_PREFIX=bench \
+        "$callgate_bin" --listen "127.0.0.1:$port" --seed "$seed" --policy "$bench_dir/policy.toml")
+      ;;
+    relay-cluster)
+      node_command=("$bin/callgate-bare-relay" --listen "127.0.0.1:$port" --redis "$url")
+      ;;
+  esac
+}
 start_cluster() {
-  local log=$1
+  local name=$1 log=$2
   redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   launch "$server_cpus" redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
     --daemonize no --maxclients 1000 >"$log.redis" 2>&1
@@ -267,15 +287,13 @@ start_cluster() {
   done
   local node port pid
   for node in 1 2; do
-    port=$(port_of callgate-cluster)
+    port=$(port_of "$name")
     [[ $node == 2 ]] && port=$peer_port
-    launch "$server_cpus" env RUST_LOG=warn CALLGATE_REDIS_URL="redis://127.0.0.1:$redis_port" \
-      CALLGATE__CLUSTER__NODE_ID="bench-$node" CALLGATE__CLUSTER__KEY_PREFIX=bench \
-      "$callgate_bin" --listen "127.0.0.1:$port" --seed "$seed" --policy "$bench_dir/policy.toml" \
-      >"$log.node$node" 2>&1
+    cluster_node "$name" "$node" "$port" "redis://127.0.0.1:$redis_port"
+    launch "$server_cpus" "${node_command[@]}" >"$log.node$node" 2>&1
     pid=$launched_pid
     if [[ $node == 1 ]]; then server_pid=$pid; else peer_pid=$pid; fi
-    wait_healthz "callgate-cluster node $node" "$port" "$pid" "$log.node$node"
+    wait_healthz "$name node $node" "$port" "$pid" "$log.node$node"
   done
 }
 
@@ -283,8 +301,8 @@ start_cluster() {
 start_server() {
   local name=$1 log=$2 port
   port=$(port_of "$name")
-  if [[ $name == callgate-cluster ]]; then
-    start_cluster "$log"
+  if [[ $name == *-cluster ]]; then
+    start_cluster "$name" "$log"
     return 0
   fi
   case "$name" in
@@ -329,7 +347,7 @@ start_server() {
 run_round() {
   local name=$1 round=$2 attempt=$3 port storm=$storm_clients tag
   port=$(port_of "$name")
-  [[ $name == relay ]] && storm=0 # the relay has no login route
+  [[ $name == relay* ]] && storm=0 # the relay has no login route
   tag="$name-r$round-a$attempt"
   local cluster_args=()
   if [[ $name == callgate-mongo ]]; then
@@ -337,7 +355,7 @@ run_round() {
     "$mongo_python" "$bench_dir/mongo-seed.py" load "$mongo_uri" "$mongo_db" "$seed"
   fi
   start_server "$name" "$out/$tag.server.log"
-  if [[ $name == callgate-cluster ]]; then
+  if [[ $name == *-cluster ]]; then
     cluster_args=(--peer-addr "127.0.0.1:$peer_port" --peer-pid "$peer_pid" --redis-addr "127.0.0.1:$redis_port")
   fi
   if [[ $name == callgate-mongo ]]; then
@@ -364,6 +382,10 @@ run_round() {
 }
 
 IFS=, read -r -a order <<<"$servers"
+# Ratios are to callgate if it runs, else to the bare relay, else to the first server.
+baseline=${order[0]}
+[[ ",$servers," == *,relay,* ]] && baseline=relay
+[[ ",$servers," == *,callgate,* ]] && baseline=callgate
 echo "==> $rounds round(s) of: ${order[*]} ($placement); results in $out"
 started=$SECONDS
 for round in $(seq "$rounds"); do
@@ -389,5 +411,5 @@ done
   echo "login storm: $storm_clients loops at $storm_rate calls/s. Medians over kept rounds;"
   echo "ratios pair rounds with the same number. Total time $((SECONDS - started)) s."
   echo
-  "$loadgen" report "$results"
+  "$loadgen" report --baseline "$baseline" "$results"
 } | tee "$out/summary.md"

@@ -7,8 +7,13 @@
 //! checked and nothing is remembered: each event is relayed to the user room
 //! its payload names, the way the seed's handlers relay to `userSocketMap`.
 //!
+//! With `--redis`, the relay runs on socketioxide's Redis adapter configured
+//! as a callgate node configures it ([`cluster`]): two such nodes on one Redis
+//! relay across nodes, and cost what the adapter costs, with no callgate logic.
+//!
 //! ```text
 //! CALLGATE_JWT_SECRET=... callgate-bare-relay --listen 127.0.0.1:4103
+//! CALLGATE_JWT_SECRET=... callgate-bare-relay --listen 127.0.0.1:4107 --redis redis://127.0.0.1:6379
 //! ```
 
 use std::net::SocketAddr;
@@ -20,10 +25,14 @@ use axum::serve::ListenerExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Data, SocketRef, State};
 use socketioxide::handler::ConnectHandler;
 
+mod cluster;
 mod handshake;
+
+use cluster::ClusterAdapter;
 
 use handshake::Verifier;
 
@@ -36,7 +45,7 @@ fn user_in(payload: &Payload, key: &str) -> Option<String> {
 }
 
 /// Emits `event` with `payload` to the room of the user named by `key`.
-async fn relay(io: &SocketIo, payload: &Payload, key: &str, event: &'static str) {
+async fn relay<A: Adapter>(io: &SocketIo<A>, payload: &Payload, key: &str, event: &'static str) {
     if let Some(user) = user_in(payload, key) {
         // A relay has nobody to tell about a failed broadcast.
         let _ = io.to(user).emit(event, payload).await;
@@ -44,7 +53,11 @@ async fn relay(io: &SocketIo, payload: &Payload, key: &str, event: &'static str)
 }
 
 /// `initiateVideoCall`: rings the receiver with a fresh `callId` and acks it.
-async fn initiate_video_call(io: SocketIo, Data(mut call): Data<Payload>, ack: AckSender) {
+async fn initiate_video_call<A: Adapter>(
+    io: SocketIo<A>,
+    Data(mut call): Data<Payload>,
+    ack: AckSender<A>,
+) {
     let call_id = uuid::Uuid::new_v4().to_string();
     call.insert("callId".into(), Value::String(call_id.clone()));
     relay(&io, &call, "receiverId", "incomingVideoCall").await;
@@ -52,27 +65,27 @@ async fn initiate_video_call(io: SocketIo, Data(mut call): Data<Payload>, ack: A
 }
 
 /// `acceptVideoCall`: tells the caller.
-async fn accept_video_call(io: SocketIo, Data(call): Data<Payload>) {
+async fn accept_video_call<A: Adapter>(io: SocketIo<A>, Data(call): Data<Payload>) {
     relay(&io, &call, "callerId", "videoCallAccepted").await;
 }
 
 /// `rejectVideoCall`: tells the caller.
-async fn reject_video_call(io: SocketIo, Data(call): Data<Payload>) {
+async fn reject_video_call<A: Adapter>(io: SocketIo<A>, Data(call): Data<Payload>) {
     relay(&io, &call, "callerId", "videoCallRejected").await;
 }
 
 /// `endVideoCall`: tells both parties.
-async fn end_video_call(io: SocketIo, Data(call): Data<Payload>) {
+async fn end_video_call<A: Adapter>(io: SocketIo<A>, Data(call): Data<Payload>) {
     relay(&io, &call, "callerId", "videoCallEnded").await;
     relay(&io, &call, "receiverId", "videoCallEnded").await;
 }
 
 /// Registers the call events on a socket that passed the handshake.
-async fn on_connect(socket: SocketRef) {
-    socket.on("initiateVideoCall", initiate_video_call);
-    socket.on("acceptVideoCall", accept_video_call);
-    socket.on("rejectVideoCall", reject_video_call);
-    socket.on("endVideoCall", end_video_call);
+async fn on_connect<A: Adapter>(socket: SocketRef<A>) {
+    socket.on("initiateVideoCall", initiate_video_call::<A>);
+    socket.on("acceptVideoCall", accept_video_call::<A>);
+    socket.on("rejectVideoCall", reject_video_call::<A>);
+    socket.on("endVideoCall", end_video_call::<A>);
 }
 
 /// The CONNECT packet's auth payload.
@@ -82,8 +95,8 @@ struct Auth {
 }
 
 /// The connect middleware: a valid token, then the socket joins its user's room.
-async fn authenticate(
-    socket: SocketRef,
+async fn authenticate<A: Adapter>(
+    socket: SocketRef<A>,
     Data(auth): Data<Auth>,
     State(verifier): State<Arc<Verifier>>,
 ) -> Result<(), handshake::Refused> {
@@ -92,31 +105,75 @@ async fn authenticate(
     Ok(())
 }
 
-/// Command line: `--listen ADDR:PORT` (default 127.0.0.1:4103).
-fn listen_addr() -> Result<SocketAddr, String> {
+/// The command line.
+struct Options {
+    /// Where to listen.
+    listen: SocketAddr,
+    /// The Redis URL of cluster mode, if any.
+    redis: Option<String>,
+}
+
+const USAGE: &str = "usage: callgate-bare-relay [--listen ADDR:PORT] [--redis redis://HOST:PORT]";
+
+/// Command line: `--listen ADDR:PORT` (default 127.0.0.1:4103) and
+/// `--redis URL`, in either order.
+fn options() -> Result<Options, String> {
+    let mut options = Options {
+        listen: SocketAddr::from(([127, 0, 0, 1], 4103)),
+        redis: None,
+    };
     let mut args = std::env::args().skip(1);
-    match (args.next().as_deref(), args.next()) {
-        (None, _) => Ok(SocketAddr::from(([127, 0, 0, 1], 4103))),
-        (Some("--listen"), Some(addr)) => addr.parse().map_err(|e| format!("--listen {addr}: {e}")),
-        _ => Err("usage: callgate-bare-relay [--listen ADDR:PORT]".into()),
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(USAGE)?;
+        match flag.as_str() {
+            "--listen" => {
+                options.listen = value
+                    .parse()
+                    .map_err(|e| format!("--listen {value}: {e}"))?;
+            }
+            "--redis" => options.redis = Some(value),
+            _ => return Err(USAGE.into()),
+        }
     }
+    Ok(options)
+}
+
+/// The HTTP routes, under the Socket.IO layer.
+fn routes() -> Router {
+    Router::new().route(
+        "/healthz",
+        get(|| async { axum::Json(json!({ "status": "ok" })) }),
+    )
 }
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let addr = listen_addr()?;
+    let options = options()?;
+    let addr = options.listen;
     let secret = std::env::var("CALLGATE_JWT_SECRET")
         .map_err(|_| "set CALLGATE_JWT_SECRET (HS256 secret)".to_string())?;
     let verifier = Arc::new(Verifier::hs256(secret.as_bytes()));
 
-    let (layer, io) = SocketIo::builder().with_state(verifier).build_layer();
-    io.ns("/", on_connect.with(authenticate));
-    let app = Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({ "status": "ok" })) }),
-        )
-        .layer(layer);
+    let builder = SocketIo::builder().with_state(verifier);
+    let app = match &options.redis {
+        None => {
+            let (layer, io) = builder.build_layer();
+            io.ns("/", on_connect.with(authenticate));
+            routes().layer(layer)
+        }
+        Some(url) => {
+            let ctr = cluster::adapter(url).await?;
+            let (layer, io) = builder.with_adapter::<ClusterAdapter>(ctr).build_layer();
+            // The adapter subscribes to its channels before anyone connects.
+            io.ns(
+                "/",
+                on_connect::<ClusterAdapter>.with(authenticate::<ClusterAdapter>),
+            )
+            .await
+            .map_err(|e| format!("the Redis adapter could not subscribe: {e}"))?;
+            routes().layer(layer)
+        }
+    };
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -125,7 +182,12 @@ async fn main() -> Result<(), String> {
         .tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-    eprintln!("bare relay listening on {addr}");
+    let mode = if options.redis.is_some() {
+        " (Redis adapter)"
+    } else {
+        ""
+    };
+    eprintln!("bare relay listening on {addr}{mode}");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -42,7 +42,7 @@ pub struct GenSeedArgs {
     pub password_hash: Option<String>,
 }
 
-/// Which server is under test. Only a label: the generator drives all three
+/// Which server is under test. Only a label: the generator drives them all
 /// the same way (its payloads carry every field each of them routes by).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Target {
@@ -56,6 +56,9 @@ pub enum Target {
     Node,
     /// The bare socketioxide relay.
     Relay,
+    /// Two bare relays on socketioxide's Redis adapter (one Redis): callers on
+    /// one, callees on the other. The adapter's own cost, with no callgate logic.
+    RelayCluster,
 }
 
 impl Target {
@@ -67,6 +70,7 @@ impl Target {
             Self::CallgateCluster => "callgate-cluster",
             Self::Node => "node",
             Self::Relay => "relay",
+            Self::RelayCluster => "relay-cluster",
         }
     }
 }

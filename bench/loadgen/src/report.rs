@@ -20,7 +20,7 @@ pub const BUSY_SEND_LAG_P90_MS: f64 = 5.0;
 /// One run against one server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
-    /// `callgate`, `node` or `relay`.
+    /// The target's label: `callgate`, `node`, `relay`, `relay-cluster`, ...
     pub target: String,
     /// Round number given by the caller.
     pub round: u32,
