@@ -257,7 +257,10 @@ impl CallStore {
     ) -> Result<Done<T>, ClusterError> {
         match self {
             Self::Memory(m) => Ok(m.run(f)),
-            Self::Redis(r) => r.run(&scope, f, None).await,
+            // Boxed: the Redis path's future (loads, commit, retries) is
+            // large, and inline it would be moved with every handler's
+            // future in one process too.
+            Self::Redis(r) => Box::pin(r.run(&scope, f, None)).await,
         }
     }
 
@@ -279,7 +282,7 @@ impl CallStore {
                 debug_assert!(gate.is_empty(), "one process has no cluster gate");
                 Ok(m.run(f))
             }
-            Self::Redis(r) => r.run_gated(&scope, f, None, Some(&gate)).await,
+            Self::Redis(r) => Box::pin(r.run_gated(&scope, f, None, Some(&gate))).await,
         }
     }
 
@@ -336,7 +339,7 @@ impl CallStore {
     ) -> Result<Done<Outcome>, ClusterError> {
         match self {
             Self::Memory(m) => Ok(m.run(|r| r.fire(&timer.timer, user_online))),
-            Self::Redis(r) => r.fire(timer, user_online).await,
+            Self::Redis(r) => Box::pin(r.fire(timer, user_online)).await,
         }
     }
 

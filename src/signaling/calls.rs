@@ -120,7 +120,7 @@ pub async fn online<A: Adapter>(
         return Ok(true);
     }
     match hub.cluster() {
-        Some(cluster) => Ok(cluster.presence.online(user).await?),
+        Some(cluster) => Ok(Box::pin(cluster.presence.online(user)).await?),
         None => Ok(false),
     }
 }

@@ -484,7 +484,7 @@ impl Pending {
         if self.limited.is_none()
             && let Some(charge) = self.charge.take()
             && let Some(cluster) = hub.cluster()
-            && let Err(e) = cluster.rates.settle(charge).await
+            && let Err(e) = Box::pin(cluster.rates.settle(charge)).await
         {
             self.limited = Some(e);
         }
@@ -564,7 +564,8 @@ async fn cluster_event(hub: &Hub, class: EventClass, user: &UserId) -> Result<()
     if cluster.nodes.is_fenced() {
         return Err(ClusterError::Fenced.into());
     }
-    cluster.rates.event(class, user).await
+    // Boxed: see `CallStore::run`.
+    Box::pin(cluster.rates.event(class, user)).await
 }
 
 /// [`admit`], answering the refusal itself: `None` means the event was
