@@ -546,8 +546,21 @@ pub fn admitted_pending<A: Adapter>(
     channel: Channel,
     ack: AckSender<A>,
 ) -> Option<(Pending, AckSender<A>)> {
-    match admit_pending(socket, hub, class, event) {
-        Ok(pending) => Some((pending, ack)),
+    let admission = admit_pending(socket, hub, class, event);
+    or_reply(admission, socket, hub, event, channel, ack)
+}
+
+/// The admitted value with the ack, or `None` once a refusal was answered.
+fn or_reply<T, A: Adapter>(
+    admission: Result<T, Refused>,
+    socket: &SocketRef<A>,
+    hub: &Hub,
+    event: &'static str,
+    channel: Channel,
+    ack: AckSender<A>,
+) -> Option<(T, AckSender<A>)> {
+    match admission {
+        Ok(admitted) => Some((admitted, ack)),
         Err(refused) => {
             refused.reply(&hub.metrics, socket.clone(), ack, event, channel);
             None
@@ -578,13 +591,8 @@ pub async fn admitted<A: Adapter>(
     channel: Channel,
     ack: AckSender<A>,
 ) -> Option<(Arc<Session>, AckSender<A>)> {
-    match admit(socket, hub, class, event).await {
-        Ok(me) => Some((me, ack)),
-        Err(refused) => {
-            refused.reply(&hub.metrics, socket.clone(), ack, event, channel);
-            None
-        }
-    }
+    let admission = admit(socket, hub, class, event).await;
+    or_reply(admission, socket, hub, event, channel, ack)
 }
 
 /// The session of a socket that passed the handshake, refusing events once the

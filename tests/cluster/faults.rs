@@ -415,33 +415,14 @@ async fn redis_a_node_cut_off_from_redis_fences_itself_and_its_users_go_on_elsew
     // Node c stops acting within its lease: its sockets are closed (so they
     // reconnect to a live node), or, while still open, get `unavailable`,
     // never a transition made on stale state.
-    loop {
-        let closed = alice
-            .drain()
-            .await
-            .iter()
-            .any(|(n, _)| n == "close" || n == "serverShutdown");
-        if closed {
-            break;
-        }
-        // No ack: the socket closed under the event (the next drain sees it).
-        if let Some((ack, took)) = alice
-            .try_emit_ack(
-                "initiateVideoCall",
-                json!({ "receiverId": CAROL.id }),
-                Duration::from_secs(2),
-            )
-            .await
-        {
-            failed(&ack, "unavailable");
-            assert!(took < Duration::from_secs(1), "unavailable took {took:?}");
-        }
-        assert!(
-            cut.elapsed() < DEAD_NODE_BOUND,
-            "node c still holds its sockets {:?} after losing Redis",
-            cut.elapsed()
-        );
-    }
+    unavailable_until_fenced(
+        &mut alice,
+        &CAROL,
+        Duration::from_secs(1),
+        cut,
+        "losing Redis",
+    )
+    .await;
     let (status, _) = cluster.node(2).get("/readyz").await;
     assert_eq!(status, 503, "a fenced node is not ready");
 
@@ -532,32 +513,8 @@ async fn redis_a_node_with_a_slow_redis_answers_unavailable_fast_and_heals_when_
     // Its lease renewals time out too: within its lease the slow node fences
     // itself and closes its sockets (so they reconnect to a node that
     // reaches Redis); until then every event answers `unavailable`, fast.
-    loop {
-        let closed = alice
-            .drain()
-            .await
-            .iter()
-            .any(|(n, _)| n == "close" || n == "serverShutdown");
-        if closed {
-            break;
-        }
-        if let Some((ack, took)) = alice
-            .try_emit_ack(
-                "initiateVideoCall",
-                json!({ "receiverId": BOB.id }),
-                Duration::from_secs(2),
-            )
-            .await
-        {
-            failed(&ack, "unavailable");
-            assert!(took < fast_answer, "unavailable took {took:?}");
-        }
-        assert!(
-            slowed.elapsed() < DEAD_NODE_BOUND,
-            "node b still holds its sockets {:?} after its Redis slowed down",
-            slowed.elapsed()
-        );
-    }
+    let why = "its Redis slowed down";
+    unavailable_until_fenced(&mut alice, &BOB, fast_answer, slowed, why).await;
     let fenced_after = slowed.elapsed();
     // Fenced and still slow: not ready, and a new socket is refused at once.
     let (status, body) = cluster.node(1).get("/readyz").await;

@@ -955,6 +955,47 @@ pub fn ok(ack: &Value) -> &Value {
     ack
 }
 
+/// Until `client`'s node fences itself (its socket closes or gets
+/// `serverShutdown`), every initiate it sends to `to` answers `unavailable`
+/// within `fast`; the node must fence within [`DEAD_NODE_BOUND`] of `since`.
+/// `why` names what happened to its Redis, for the failure message.
+pub async fn unavailable_until_fenced(
+    client: &mut Client,
+    to: &User,
+    fast: Duration,
+    since: Instant,
+    why: &str,
+) {
+    loop {
+        let closed = client
+            .drain()
+            .await
+            .iter()
+            .any(|(n, _)| n == "close" || n == "serverShutdown");
+        if closed {
+            return;
+        }
+        // No ack: the socket closed under the event (the next drain sees it).
+        if let Some((ack, took)) = client
+            .try_emit_ack(
+                "initiateVideoCall",
+                json!({ "receiverId": to.id }),
+                Duration::from_secs(2),
+            )
+            .await
+        {
+            failed(&ack, "unavailable");
+            assert!(took < fast, "unavailable took {took:?}");
+        }
+        assert!(
+            since.elapsed() < DEAD_NODE_BOUND,
+            "{} still holds its sockets {:?} after {why}",
+            client.node,
+            since.elapsed()
+        );
+    }
+}
+
 /// Asserts an ack failed with `code`.
 #[track_caller]
 pub fn failed(ack: &Value, code: &str) {

@@ -4,6 +4,19 @@ use serde_json::json;
 
 use crate::harness::*;
 
+/// Two nodes under `policy`: Alice on each of them, Bob on node b.
+async fn alice_on_both_nodes(policy: PolicyFile) -> (Cluster, Client, Client, Client) {
+    let cluster = Cluster::start(2, policy).await;
+    let on_a = cluster.connect(0, &ALICE).await;
+    let on_b = cluster.connect(1, &ALICE).await;
+    let bob = cluster.connect(1, &BOB).await;
+    assert_eq!(
+        (on_a.node.as_str(), on_b.node.as_str()),
+        ("node-a", "node-b")
+    );
+    (cluster, on_a, on_b, bob)
+}
+
 #[tokio::test]
 #[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
 async fn redis_initiates_alternating_between_nodes_are_limited_like_on_one_node() {
@@ -14,14 +27,7 @@ async fn redis_initiates_alternating_between_nodes_are_limited_like_on_one_node(
         call_initiate: Some((10, 5)),
         ..PolicyFile::default()
     };
-    let cluster = Cluster::start(2, policy).await;
-    let on_a = cluster.connect(0, &ALICE).await;
-    let on_b = cluster.connect(1, &ALICE).await;
-    let _bob = cluster.connect(1, &BOB).await;
-    assert_eq!(
-        (on_a.node.as_str(), on_b.node.as_str()),
-        ("node-a", "node-b")
-    );
+    let (_cluster, on_a, on_b, _bob) = alice_on_both_nodes(policy).await;
 
     let mut passed = 0;
     let mut limited = 0;
@@ -85,14 +91,7 @@ async fn redis_refused_initiates_are_charged_like_the_ones_that_ring() {
         call_initiate: Some((10, 5)),
         ..PolicyFile::default()
     };
-    let cluster = Cluster::start(2, policy).await;
-    let on_a = cluster.connect(0, &ALICE).await;
-    let on_b = cluster.connect(1, &ALICE).await;
-    let _bob = cluster.connect(1, &BOB).await;
-    assert_eq!(
-        (on_a.node.as_str(), on_b.node.as_str()),
-        ("node-a", "node-b")
-    );
+    let (_cluster, on_a, on_b, _bob) = alice_on_both_nodes(policy).await;
     let ghost = "0123456789abcdef01234567";
     let mut answered = Vec::new();
     let mut limited = 0;
