@@ -599,6 +599,34 @@ async fn redis_a_commit_whose_answer_was_lost_with_the_link_is_undone_after_the_
     a_commit_without_its_answer_is_undone(NoAnswer::LinkLost).await;
 }
 
+/// Two nodes under `policy`, node b behind a link to Redis; Bob on node a,
+/// Alice on node b, one call from her set up and cancelled, so node b has
+/// the commit script loaded (its next commit is one EVALSHA, known on the
+/// link by the SHA1 returned here).
+async fn commits_on_a_link(policy: PolicyFile) -> (Cluster, Link, String, Client, Client) {
+    let shared = redis_url();
+    let commit_sha = redis_cmd(
+        &shared,
+        &["SCRIPT", "LOAD", callgate::cluster::call_state::CAS],
+    )
+    .expect("script load");
+    let link = Link::to(&shared).await;
+    let cluster = Cluster::start_with(shared, 2, policy, &[(1, link.url())]).await;
+    let mut bob = cluster.connect(0, &BOB).await;
+    let alice = cluster.connect(1, &ALICE).await;
+    assert_eq!(
+        (bob.node.as_str(), alice.node.as_str()),
+        ("node-a", "node-b")
+    );
+    cluster.wait_ready(200, WAIT).await;
+    let warm = ring(&alice, &mut bob).await;
+    ok(&alice
+        .emit_ack("endVideoCall", json!({ "callId": warm }))
+        .await);
+    assert_eq!(bob.next("videoCallEnded").await["callId"], warm.as_str());
+    (cluster, link, commit_sha, bob, alice)
+}
+
 /// Node b reaches Redis through a link that singles out its call-state
 /// commits (EVALSHA of the commit script, known by its SHA1): one reaches
 /// Redis and is applied, but node b gets no answer in time and answers
@@ -610,28 +638,7 @@ async fn a_commit_without_its_answer_is_undone(fault: NoAnswer) {
         ring_timeout_secs: RING_TIMEOUT_SECS,
         ..PolicyFile::default()
     };
-    let shared = redis_url();
-    let commit_sha = redis_cmd(
-        &shared,
-        &["SCRIPT", "LOAD", callgate::cluster::call_state::CAS],
-    )
-    .expect("script load");
-    let link = Link::to(&shared).await;
-    let mut cluster = Cluster::start_with(shared, 2, policy, &[(1, link.url())]).await;
-    let mut bob = cluster.connect(0, &BOB).await;
-    let mut alice = cluster.connect(1, &ALICE).await;
-    assert_eq!(
-        (bob.node.as_str(), alice.node.as_str()),
-        ("node-a", "node-b")
-    );
-    cluster.wait_ready(200, WAIT).await;
-    // One call from node b, set up and cancelled: node b has the commit
-    // script loaded (its next commit is one EVALSHA).
-    let warm = ring(&alice, &mut bob).await;
-    ok(&alice
-        .emit_ack("endVideoCall", json!({ "callId": warm }))
-        .await);
-    assert_eq!(bob.next("videoCallEnded").await["callId"], warm.as_str());
+    let (mut cluster, link, commit_sha, mut bob, mut alice) = commits_on_a_link(policy).await;
 
     match fault {
         NoAnswer::Late(by) => link.hold_matching(commit_sha.as_bytes(), by),
@@ -726,27 +733,8 @@ async fn redis_a_retry_on_the_node_whose_commit_lost_its_answer_never_builds_on_
     // back, her retry must not find the call (it would replace it: a
     // `replaced` to both for a call nobody saw), because node b runs its
     // pending undo before any transition.
-    let shared = redis_url();
-    let commit_sha = redis_cmd(
-        &shared,
-        &["SCRIPT", "LOAD", callgate::cluster::call_state::CAS],
-    )
-    .expect("script load");
-    let link = Link::to(&shared).await;
-    let mut cluster =
-        Cluster::start_with(shared, 2, PolicyFile::default(), &[(1, link.url())]).await;
-    let mut bob = cluster.connect(0, &BOB).await;
-    let mut alice = cluster.connect(1, &ALICE).await;
-    assert_eq!(
-        (bob.node.as_str(), alice.node.as_str()),
-        ("node-a", "node-b")
-    );
-    cluster.wait_ready(200, WAIT).await;
-    let warm = ring(&alice, &mut bob).await;
-    ok(&alice
-        .emit_ack("endVideoCall", json!({ "callId": warm }))
-        .await);
-    assert_eq!(bob.next("videoCallEnded").await["callId"], warm.as_str());
+    let (mut cluster, link, commit_sha, mut bob, mut alice) =
+        commits_on_a_link(PolicyFile::default()).await;
 
     link.lose_after_matching(commit_sha.as_bytes());
     let ack = alice
