@@ -861,7 +861,7 @@ impl RedisCalls {
         timers: &[(Duration, Timer)],
         removals: &[String],
     ) -> Result<Commit, ClusterError> {
-        fn expect(value: Option<&String>) -> String {
+        fn expected(value: Option<&String>) -> String {
             value.map_or_else(String::new, |v| format!("={v}"))
         }
         let mut writes: BTreeMap<RecordKey, Option<String>> = writes.into_iter().collect();
@@ -897,12 +897,12 @@ impl RedisCalls {
         // Every record read, with what was read; then every new record, absent.
         for (key, was) in fetched {
             let name = self.key(key);
-            args.push(expect(was.as_ref()));
+            args.push(expected(was.as_ref()));
             args.push(match writes.remove(key) {
                 Some(now) => {
                     undo.keys.push(name.clone());
-                    undo.args.push(expect(now.as_ref()));
-                    undo.args.push(expect(was.as_ref()));
+                    undo.args.push(expected(now.as_ref()));
+                    undo.args.push(expected(was.as_ref()));
                     now.map_or_else(|| "d".into(), |v| format!("s{v}"))
                 }
                 None => "k".into(),
@@ -912,7 +912,7 @@ impl RedisCalls {
         for (key, now) in writes {
             let name = self.key(&key);
             undo.keys.push(name.clone());
-            undo.args.push(expect(now.as_ref()));
+            undo.args.push(expected(now.as_ref()));
             undo.args.push(String::new());
             keys.push(name);
             args.push(String::new());

@@ -106,25 +106,6 @@ pub fn is_online<A: Adapter>(io: &SocketIo<A>, user: &UserId) -> bool {
     !rooms::user_sockets(io, user).is_empty()
 }
 
-/// Whether `user` has a connected socket: on this node, else (cluster mode)
-/// on any live node (one Redis round trip).
-///
-/// # Errors
-/// `unavailable` when Redis does not answer in cluster mode.
-pub async fn online<A: Adapter>(
-    io: &SocketIo<A>,
-    hub: &Hub,
-    user: &UserId,
-) -> Result<bool, ClientError> {
-    if is_online(io, user) {
-        return Ok(true);
-    }
-    match hub.cluster() {
-        Some(cluster) => Ok(Box::pin(cluster.presence.online(user)).await?),
-        None => Ok(false),
-    }
-}
-
 fn spawn_timer<A: Adapter>(
     io: SocketIo<A>,
     hub: Arc<Hub>,
@@ -263,13 +244,8 @@ pub async fn initiate_video_call<A: Adapter>(
     };
     let me = pending.session().clone();
     let result = initiate_direct(me, data, &io, &hub, origin, &mut ctx, &mut pending).await;
-    let result = match pending.finish(&hub, result).await {
-        Ok(result) => result,
-        Err(refused) => {
-            let event = events::INITIATE_VIDEO_CALL;
-            refused.reply(&hub.metrics, socket.clone(), ack, event, Channel::Call);
-            return;
-        }
+    let Some((result, ack)) = pending.settled(&hub, result, &socket, ack).await else {
+        return;
     };
     conclude(
         &socket,
@@ -626,12 +602,8 @@ async fn control<A: Adapter>(
         }
     }
     .await;
-    let result = match pending.finish(&hub, result).await {
-        Ok(result) => result,
-        Err(refused) => {
-            refused.reply(&hub.metrics, socket.clone(), ack, event, Channel::Call);
-            return;
-        }
+    let Some((result, ack)) = pending.settled(&hub, result, &socket, ack).await else {
+        return;
     };
     if let Err(Refusal { error, .. }) = &result
         && error.code == ErrorCode::NotFound

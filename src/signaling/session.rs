@@ -499,6 +499,20 @@ impl Pending {
             }
         }
     }
+
+    /// [`Pending::finish`] for a call event, answering a refusal itself:
+    /// `None` once the sender was told it was over a limit.
+    pub async fn settled<T, A: Adapter>(
+        self,
+        hub: &Hub,
+        result: T,
+        socket: &SocketRef<A>,
+        ack: AckSender<A>,
+    ) -> Option<(T, AckSender<A>)> {
+        let event = self.event;
+        let finished = self.finish(hub, result).await;
+        or_reply(finished, socket, hub, event, Channel::Call, ack)
+    }
 }
 
 /// [`admit`] with the cluster-wide charge left [`Pending`]: this node's
