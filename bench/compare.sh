@@ -178,7 +178,9 @@ export CALLGATE_JWT_SECRET
 mongo_uri="" mongo_db="" mongo_python="" mongo_pid=""
 if [[ ",$servers," == *,callgate-mongo,* ]]; then
   venv="$root/target/secantusdb-0.7.0b3"
-  if [[ ! -x $venv/bin/python ]]; then
+  # A venv runs only where it was made: one in a target/ that moved is made again.
+  if ! "$venv/bin/secantusd-py" --help >/dev/null 2>&1; then
+    rm -rf "$venv"
     python3 -m venv "$venv" && "$venv/bin/pip" install --quiet "SecantusDB==0.7.0b3" pymongo
   fi
   mongo_python="$venv/bin/python"
