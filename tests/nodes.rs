@@ -789,3 +789,54 @@ async fn redis_racing_sweeps_clean_each_dead_node_exactly_once() {
     b.shutdown().await;
     c.shutdown().await;
 }
+
+/// The adapter reads cross-node events from the subscriber client's pub/sub
+/// channel. A node busy elsewhere for a moment (a burst of calls, a GC pause
+/// of its host) reads them late: the channel must hold the burst, not drop
+/// the oldest. With fred's default of 32 slots this loses all but the last
+/// 32 of the burst, and each loss is an event that never reached its user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
+async fn redis_a_burst_of_cross_node_events_read_late_is_not_dropped() {
+    use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    const BURST: usize = 1000;
+    let url = redis_url();
+    let p = prefix("burst");
+    let sub = Redis::subscriber(&config(&url, &p)).expect("subscriber");
+    sub.init().await.expect("connect the subscriber");
+    let channel = format!("{p}-burst");
+    sub.ssubscribe(channel.clone()).await.expect("ssubscribe");
+    // Subscribed, but nobody reads yet: the reader is busy.
+    let mut rx = sub.message_rx();
+    let publisher = redis(&url, &p, "publisher").await;
+    let pipe = publisher.client().pipeline();
+    for i in 0..BURST {
+        let _: () = pipe.spublish(channel.clone(), i.to_string()).await.unwrap();
+    }
+    let receivers: Vec<i64> = pipe.all().await.expect("spublish");
+    assert!(receivers.iter().all(|&n| n == 1), "one subscriber each");
+
+    // Every message reached the client (Redis sent them all), then the
+    // reader catches up: all of them are there, in order.
+    let mut got = Vec::with_capacity(BURST);
+    let start = Instant::now();
+    while got.len() < BURST {
+        match rx.try_recv() {
+            Ok(msg) => got.push(msg.value.convert::<String>().unwrap()),
+            Err(TryRecvError::Empty) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "only {} of {BURST} arrived",
+                    got.len()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("after {} messages: {e}", got.len()),
+        }
+    }
+    let want: Vec<String> = (0..BURST).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+    let _ = sub.quit().await;
+}

@@ -42,6 +42,9 @@ fn subscriber(url: &str) -> Result<fred::clients::SubscriberClient, String> {
     builder
         .with_performance_config(|p| {
             p.default_command_timeout = REDIS_TIMEOUT;
+            // As callgate: a late reader must not lose messages to fred's
+            // 32-slot default channel.
+            p.broadcast_channel_capacity = 1024;
         })
         .with_connection_config(|c| {
             c.connection_timeout = REDIS_TIMEOUT.max(Duration::from_millis(500));
