@@ -1580,6 +1580,7 @@ async fn redis_an_undo_refuses_a_later_commit_and_leaves_one_built_on() {
             add.len().to_string(),
             rem.len().to_string(),
             window.clone(),
+            "0".to_owned(), // no presence asked
             want.to_owned(),
             op.to_owned(),
         ];
@@ -1588,8 +1589,8 @@ async fn redis_an_undo_refuses_a_later_commit_and_leaves_one_built_on() {
         }
         args.extend(rem.iter().map(|m| (*m).to_owned()));
         async move {
-            let answer: i64 = client.eval(CAS, keys, args).await.expect("cas");
-            answer
+            let answer: Vec<i64> = client.eval(CAS, keys, args).await.expect("cas");
+            answer[0]
         }
     };
     // Its undo: `rec` was `before` and the commit wrote `wrote`.
@@ -1672,5 +1673,68 @@ async fn redis_an_undo_refuses_a_later_commit_and_leaves_one_built_on() {
     assert_eq!(
         undo("t3", "=v3", "=v2", &["t-old", "t-new"], &["t-gone"]).await,
         1
+    );
+}
+
+/// The commit reads, for each user an outcome's events go to, whether they
+/// have a socket on another live node: those with none get their events on
+/// this node only (no publish). A socket elsewhere keeps them cluster-wide;
+/// one on a node whose lease is gone does not.
+#[tokio::test]
+async fn redis_a_commit_tells_which_recipients_have_no_socket_on_another_node() {
+    let Some(mut env) = cluster("here_only").await else {
+        return;
+    };
+    let other = env.add_node().await;
+    let (a, b) = (party(1), party(2));
+    let here = env.redis(0).node().to_owned();
+    let there = env.redis(other).node().to_owned();
+    let client = env.redis(0).client().clone();
+    let presence = |u: &Party| env.redis(0).key(&format!("conn:user:{}", u.id));
+    let set = |key: String, node: String| {
+        let client = client.clone();
+        async move {
+            let () = client.hset(key, (node, 1)).await.expect("presence");
+        }
+    };
+
+    // a and b only on this node: both events stay here.
+    set(presence(&a), here.clone()).await;
+    set(presence(&b), here.clone()).await;
+    let rung = ring(env.store(), &a, &b, None).await;
+    assert_eq!(rung.recipients(), [b.id.clone()].into());
+    assert_eq!(rung.here_only, [b.id.clone()].into());
+    let id = id_of(&rung);
+
+    // b also has a socket on the other node (its lease holds): b's events
+    // cross nodes; a, only here, keeps hers local.
+    set(presence(&b), there.clone()).await;
+    let accepted = control(env.store(), &b, id, Sid::new(), "accept")
+        .await
+        .expect("accept");
+    assert_eq!(
+        accepted.recipients(),
+        [a.id.clone(), b.id.clone()].into(),
+        "the caller, and b's other devices"
+    );
+    assert_eq!(accepted.here_only, [a.id.clone()].into());
+
+    // The other node's lease is gone: its sockets no longer count.
+    let _: i64 = client
+        .del(env.redis(0).key(&format!("node:{there}")))
+        .await
+        .expect("del lease");
+    let ended = control(env.store(), &a, id, Sid::new(), "end")
+        .await
+        .expect("end");
+    assert_eq!(ended.here_only, [a.id.clone(), b.id.clone()].into());
+
+    // The memory store never confines: one process delivers locally anyway.
+    let memory = Env::memory();
+    assert!(
+        ring(memory.store(), &a, &b, None)
+            .await
+            .here_only
+            .is_empty()
     );
 }

@@ -89,6 +89,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fred::interfaces::{KeysInterface, LuaInterface};
 
 use super::{ClusterError, Redis};
+use crate::domain::UserId;
 use crate::policy::CallPolicy;
 use crate::signaling::call_store::{Done, Effects, Gate, GateError, Scope};
 use crate::signaling::registry::{Outcome, RecordKey, Registry, Timer, diff, references};
@@ -128,36 +129,44 @@ const UNDO_MARGIN: Duration = Duration::from_secs(10);
 /// schedules what the caller computed, and leaves what undoing it needs.
 ///
 /// KEYS: the node's lease, the timer set, the commit's undo record
-/// `p:commit:{token}`, then every record touched.
+/// `p:commit:{token}`, then every record touched, then the presence hashes
+/// (`p:conn:user:{id}`) of the users the transition's events go to.
 /// ARGV: TTL (ms), timers to add, timers to remove, the undo record's TTL
-/// (ms); then for each record its expected value (`""` absent, else `"="` ..
-/// value) and its action (`"k"` keep and refresh the TTL, `"d"` delete,
-/// `"s"` .. value set); then (score, member) pairs to add; then members to
-/// remove.
+/// (ms), presence hashes; then for each record its expected value (`""`
+/// absent, else `"="` .. value) and its action (`"k"` keep and refresh the
+/// TTL, `"d"` delete, `"s"` .. value set); then (score, member) pairs to
+/// add; then members to remove; then, with presence hashes, the key prefix
+/// and this node's id.
 ///
 /// The undo record is `"c"`, then `"|" .. i .. ":" .. score` for each timer
 /// operation `i` (1-based: the additions, then the removals) whose member
 /// was in the set before, with its score then: what [`UNDO`] needs that
 /// the node does not know.
 ///
-/// Returns 1 (committed), 0 (a record changed since it was read), -1 (no
-/// lease), -2 (refused: [`UNDO`] already ran for this token).
+/// Returns `{1, ..}` (committed: then, per presence hash, 1 when that user
+/// has a socket on another node whose lease is alive, else 0), `{0}` (a
+/// record changed since it was read), `{-1}` (no lease), `{-2}` (refused:
+/// [`UNDO`] already ran for this token). The presence is read in the commit
+/// itself: a device that connects elsewhere counts itself before it reads
+/// its calls (`activeVideoCalls`), so it is either seen here or reads this
+/// commit.
 pub const CAS: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('EXISTS', KEYS[3]) == 1 then return -2 end
-local n = #KEYS - 3
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-2} end
+local np = tonumber(ARGV[5])
+local n = #KEYS - 3 - np
 for i = 1, n do
-  local want = ARGV[3 + 2 * i]
+  local want = ARGV[4 + 2 * i]
   local have = redis.call('GET', KEYS[3 + i])
   if want == '' then
-    if have then return 0 end
+    if have then return {0} end
   elseif (not have) or ('=' .. have) ~= want then
-    return 0
+    return {0}
   end
 end
 local ttl = ARGV[1]
 for i = 1, n do
-  local op = ARGV[4 + 2 * i]
+  local op = ARGV[5 + 2 * i]
   local k = KEYS[3 + i]
   local c = string.sub(op, 1, 1)
   if c == 's' then
@@ -169,7 +178,7 @@ for i = 1, n do
   end
 end
 local undo = 'c'
-local a = 5 + 2 * n
+local a = 6 + 2 * n
 local nadd = tonumber(ARGV[2])
 for i = 1, nadd do
   local had = redis.call('ZSCORE', KEYS[2], ARGV[a + 1])
@@ -186,7 +195,19 @@ for i = 1, tonumber(ARGV[3]) do
   a = a + 1
 end
 redis.call('SET', KEYS[3], undo, 'PX', ARGV[4])
-return 1
+local out = {1}
+for j = 1, np do
+  local t = redis.call('HGETALL', KEYS[3 + n + j])
+  local away = 0
+  for f = 1, #t, 2 do
+    if t[f] ~= ARGV[a + 1] and redis.call('EXISTS', ARGV[a] .. ':node:' .. t[f]) == 1 then
+      away = 1
+      break
+    end
+  end
+  out[j + 1] = away
+end
+return out
 ";
 
 /// Undoes one [`CAS`] commit whose answer never came (see the module docs),
@@ -366,7 +387,8 @@ impl Script {
 
 /// What the commit script answered.
 enum Commit {
-    Done,
+    /// Applied; the recipients with no socket on another live node.
+    Done(BTreeSet<UserId>),
     Conflict,
 }
 
@@ -839,8 +861,15 @@ impl RedisCalls {
                 // A read, or a refusal: nothing to commit.
                 return Ok(Done { value, ended });
             }
-            match self.commit(&fetched, writes, &timers, &removals).await? {
-                Commit::Done => return Ok(Done { value, ended }),
+            let recipients = value.recipients();
+            match self
+                .commit(&fetched, writes, &timers, &removals, recipients)
+                .await?
+            {
+                Commit::Done(here_only) => {
+                    value.here_only(here_only);
+                    return Ok(Done { value, ended });
+                }
                 Commit::Conflict => {
                     self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
                     // Another node committed in between: start again from its state,
@@ -860,6 +889,7 @@ impl RedisCalls {
         writes: Vec<(RecordKey, Option<String>)>,
         timers: &[(Duration, Timer)],
         removals: &[String],
+        recipients: BTreeSet<UserId>,
     ) -> Result<Commit, ClusterError> {
         fn expected(value: Option<&String>) -> String {
             value.map_or_else(String::new, |v| format!("={v}"))
@@ -882,6 +912,7 @@ impl RedisCalls {
             added.len().to_string(),
             removals.len().to_string(),
             ms(UNDO_WINDOW).to_string(),
+            recipients.len().to_string(),
         ];
         // The undo of this commit: every record it sets or deletes, with the
         // value it writes and the one it replaces; the timers it adds and removes.
@@ -925,15 +956,36 @@ impl RedisCalls {
         }
         args.extend(removals.iter().cloned());
         undo.args.extend(removals.iter().cloned());
+        if !recipients.is_empty() {
+            keys.extend(
+                recipients
+                    .iter()
+                    .map(|u| self.redis.key(&format!("conn:user:{u}"))),
+            );
+            args.push(self.redis.prefix().to_owned());
+            args.push(self.redis.node().to_owned());
+        }
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
-        match self.eval::<i64>(&self.cas, keys, args).await {
-            Ok(1) => Ok(Commit::Done),
-            Ok(0) => Ok(Commit::Conflict),
-            Ok(-1) => Err(ClusterError::Fenced),
-            // -2: refused by this very commit's undo, which only runs once
-            // this call has returned; never seen, and nothing applied anyway.
-            Ok(_) => Err(ClusterError::Unavailable),
+        match self.eval::<Vec<i64>>(&self.cas, keys, args).await {
+            Ok(answer) => match answer.split_first() {
+                // Committed. Should the presence flags not match (they
+                // always do), every event goes through the adapter.
+                Some((1, away)) if away.len() == recipients.len() => Ok(Commit::Done(
+                    recipients
+                        .into_iter()
+                        .zip(away)
+                        .filter(|(_, away)| **away == 0)
+                        .map(|(u, _)| u)
+                        .collect(),
+                )),
+                Some((1, _)) => Ok(Commit::Done(BTreeSet::new())),
+                Some((0, _)) => Ok(Commit::Conflict),
+                Some((-1, _)) => Err(ClusterError::Fenced),
+                // -2: refused by this very commit's undo, which only runs once
+                // this call has returned; never seen, and nothing applied anyway.
+                _ => Err(ClusterError::Unavailable),
+            },
             Err(e) => {
                 // No answer (a timeout, a lost connection): the commit may have
                 // applied, or may still. The sender hears `unavailable`, so it

@@ -13,6 +13,7 @@
 //! Either way the rules are the ones in [`super::registry`], and a handler
 //! names what a transition is about with a [`Scope`] (ignored in memory).
 
+use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -131,11 +132,30 @@ pub enum GateError {
 pub trait Effects {
     /// Moves the timers out.
     fn take_timers(&mut self) -> Vec<(Duration, Timer)>;
+
+    /// The users its events go to (see [`Outcome::recipients`]): the Redis
+    /// store's commit asks, in the same script, which of them have a socket
+    /// on another live node.
+    fn recipients(&self) -> BTreeSet<UserId> {
+        BTreeSet::new()
+    }
+
+    /// Records the recipients the commit found on no other live node (see
+    /// [`Outcome::here_only`]).
+    fn here_only(&mut self, _users: BTreeSet<UserId>) {}
 }
 
 impl Effects for Outcome {
     fn take_timers(&mut self) -> Vec<(Duration, Timer)> {
         std::mem::take(&mut self.timers)
+    }
+
+    fn recipients(&self) -> BTreeSet<UserId> {
+        Outcome::recipients(self)
+    }
+
+    fn here_only(&mut self, users: BTreeSet<UserId>) {
+        self.here_only = users;
     }
 }
 
@@ -152,11 +172,31 @@ impl<T: Effects, E> Effects for Result<T, E> {
             Err(_) => Vec::new(),
         }
     }
+
+    fn recipients(&self) -> BTreeSet<UserId> {
+        self.as_ref().map(Effects::recipients).unwrap_or_default()
+    }
+
+    fn here_only(&mut self, users: BTreeSet<UserId>) {
+        if let Ok(t) = self {
+            t.here_only(users);
+        }
+    }
 }
 
 impl<T: Effects> Effects for Option<T> {
     fn take_timers(&mut self) -> Vec<(Duration, Timer)> {
         self.as_mut().map(Effects::take_timers).unwrap_or_default()
+    }
+
+    fn recipients(&self) -> BTreeSet<UserId> {
+        self.as_ref().map(Effects::recipients).unwrap_or_default()
+    }
+
+    fn here_only(&mut self, users: BTreeSet<UserId>) {
+        if let Some(t) = self {
+            t.here_only(users);
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! it returned. Names, ids and timestamps in outgoing events always come from
 //! the directory and the server, never from the sender's payload.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -47,24 +47,28 @@ fn forbidden_attempt(user: &UserId, event: &'static str, reason: &'static str) -
 
 /// Delivers a transition's events and starts its timers.
 pub async fn apply<A: Adapter>(io: &SocketIo<A>, hub: &Arc<Hub>, outcome: Outcome) {
-    deliver(io, outcome.emits).await;
+    deliver(io, outcome.emits, &outcome.here_only).await;
     for (after, timer) in outcome.timers {
         spawn_timer(io.clone(), hub.clone(), after, timer);
     }
 }
 
-async fn deliver<A: Adapter>(io: &SocketIo<A>, emits: Vec<Emit>) {
+/// Delivers `emits`; those to a user in `here_only` stay on this node (no
+/// publish: the commit saw no socket of theirs on another live node).
+async fn deliver<A: Adapter>(io: &SocketIo<A>, emits: Vec<Emit>, here_only: &BTreeSet<UserId>) {
     for emit in emits {
         match emit.to {
             To::User(user) => {
                 let Some(ns) = rooms::namespace(io) else {
                     return;
                 };
-                if let Err(e) = ns
-                    .to(rooms::user_room(&user))
-                    .emit(emit.event, &emit.payload)
-                    .await
-                {
+                let to = ns.to(rooms::user_room(&user));
+                let to = if here_only.contains(&user) {
+                    to.local()
+                } else {
+                    to
+                };
+                if let Err(e) = to.emit(emit.event, &emit.payload).await {
                     tracing::debug!(error = %e, event = emit.event, "broadcast failed");
                 }
             }
@@ -75,19 +79,16 @@ async fn deliver<A: Adapter>(io: &SocketIo<A>, emits: Vec<Emit>) {
                 // The acting socket is on this node. Broadcasting from it
                 // excludes it on every node (its id travels with the
                 // broadcast); without it, nobody is left to exclude.
-                let sent = match ns.get_socket(sid) {
-                    Some(socket) => {
-                        socket
-                            .to(rooms::user_room(&user))
-                            .emit(emit.event, &emit.payload)
-                            .await
-                    }
-                    None => {
-                        ns.to(rooms::user_room(&user))
-                            .emit(emit.event, &emit.payload)
-                            .await
-                    }
+                let to = match ns.get_socket(sid) {
+                    Some(socket) => socket.to(rooms::user_room(&user)),
+                    None => ns.to(rooms::user_room(&user)),
                 };
+                let to = if here_only.contains(&user) {
+                    to.local()
+                } else {
+                    to
+                };
+                let sent = to.emit(emit.event, &emit.payload).await;
                 if let Err(e) = sent {
                     tracing::debug!(error = %e, event = emit.event, "broadcast failed");
                 }
@@ -481,6 +482,19 @@ impl Effects for Step {
         match self {
             Self::Done(t) => t.take_timers(),
             Self::CheckMembership(..) => Vec::new(),
+        }
+    }
+
+    fn recipients(&self) -> BTreeSet<UserId> {
+        match self {
+            Self::Done(t) => t.recipients(),
+            Self::CheckMembership(..) => BTreeSet::new(),
+        }
+    }
+
+    fn here_only(&mut self, users: BTreeSet<UserId>) {
+        if let Self::Done(t) = self {
+            t.here_only(users);
         }
     }
 }

@@ -179,6 +179,25 @@ pub struct Outcome {
     pub emits: Vec<Emit>,
     /// Timers to start: (delay, timer).
     pub timers: Vec<(Duration, Timer)>,
+    /// Recipients with no socket on another live node when the transition
+    /// committed (cluster mode, set by the store; see
+    /// [`Outcome::recipients`]): their events are delivered on this node
+    /// only, without a publish. Empty in one process, where every event is
+    /// local anyway, and for every recipient not known to be here only.
+    pub here_only: BTreeSet<UserId>,
+}
+
+impl Outcome {
+    /// The users this outcome's events go to by user (not by socket).
+    pub fn recipients(&self) -> BTreeSet<UserId> {
+        self.emits
+            .iter()
+            .filter_map(|e| match &e.to {
+                To::User(u) | To::UserExcept(u, _) => Some(u.clone()),
+                To::Socket(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// A refused transition: the error and extra context fields (e.g. `existingCallId`).
@@ -664,6 +683,7 @@ impl Registry {
                 secs(self.policy.ring_timeout_secs),
                 Timer::RingTimeout(call.id),
             )],
+            here_only: BTreeSet::new(),
         };
         self.insert(call);
         out
@@ -762,6 +782,7 @@ impl Registry {
                 secs(self.policy.ring_timeout_secs),
                 Timer::RingTimeout(call.id),
             )],
+            here_only: BTreeSet::new(),
         };
         self.insert(call);
         Ok(out)
@@ -888,6 +909,7 @@ impl Registry {
             grant: Some(grant(call, user)),
             emits,
             timers: Vec::new(),
+            here_only: BTreeSet::new(),
         })
     }
 
@@ -979,6 +1001,7 @@ impl Registry {
             grant: None,
             emits,
             timers: Vec::new(),
+            here_only: BTreeSet::new(),
         })
     }
 
