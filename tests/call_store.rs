@@ -1581,6 +1581,11 @@ async fn redis_an_undo_refuses_a_later_commit_and_leaves_one_built_on() {
             rem.len().to_string(),
             window.clone(),
             "0".to_owned(), // no presence asked
+            "0".to_owned(), // no charge
+            String::new(),
+            String::new(),
+            "0".to_owned(),
+            "0".to_owned(),
             want.to_owned(),
             op.to_owned(),
         ];
@@ -1737,4 +1742,85 @@ async fn redis_a_commit_tells_which_recipients_have_no_socket_on_another_node() 
             .here_only
             .is_empty()
     );
+}
+
+/// Accept, reject and end read with a plain `MGET` and are charged by
+/// their commit: two round trips, the charge taken once the records
+/// compared equal. A refused charge writes nothing; an event the rule
+/// refuses (nothing to commit) is charged on its own, so one over the limit
+/// still answers `rate_limited`.
+#[tokio::test]
+async fn redis_a_call_controls_charge_is_taken_by_its_commit() {
+    let Some(env) = cluster("control_charge").await else {
+        return;
+    };
+    let (a, b) = (party(1), party(2));
+    let s = env.store();
+    let redis = env.redis(0);
+    // One a minute, no burst: the first charge passes, the next waits ~60 s.
+    let charge = |bucket: &str| Charge {
+        key: redis.key(&format!("rl:test:{bucket}")),
+        period: 60_000_000,
+        tau: 0,
+    };
+    let bucket_set = |bucket: &str| {
+        let key = redis.key(&format!("rl:test:{bucket}"));
+        async move {
+            let n: i64 = redis.client().exists(key).await.expect("exists");
+            n == 1
+        }
+    };
+    let id = id_of(&ring(s, &a, &b, None).await);
+    let control = |who: &Party, what: &'static str, bucket: &str| {
+        let who = who.clone();
+        let gate = Gate {
+            charge: Some(charge(bucket)),
+            online: None,
+        };
+        async move {
+            s.run_gated(
+                Scope::user(&who.id).and_call(Some(id)),
+                gate,
+                |r| match what {
+                    "accept" => r.accept(&who, id, Sid::new()),
+                    "reject" => r.reject(&who, id, Sid::new()),
+                    _ => r.end(&who, id, false, Sid::new()),
+                },
+            )
+            .await
+        }
+    };
+
+    // b accepts: one MGET, one commit that charged the bucket.
+    let t0 = env.round_trips(0).await;
+    let accepted = control(&b, "accept", "one").await.expect("admitted");
+    assert!(accepted.value.is_ok(), "{:?}", accepted.value.err());
+    let t = env.round_trips(0).await;
+    assert_eq!((t.loads - t0.loads, t.commits - t0.commits), (1, 1));
+    assert!(bucket_set("one").await, "charged by the commit");
+
+    // b's next control on that bucket: refused at the commit, nothing written.
+    let before = state(redis).await;
+    match control(&b, "end", "one").await {
+        Err(GateError::Limited(wait)) => {
+            assert!(wait.0 > Duration::from_secs(50), "{wait:?}");
+        }
+        other => panic!("a charged bucket must refuse: {other:?}"),
+    }
+    assert_eq!(state(redis).await, before, "nothing written");
+
+    // b rejects the active call: the rule refuses, nothing to commit, and
+    // the charge is taken on its own; the next refusal is rate limited.
+    let refused = control(&b, "reject", "two").await.expect("admitted");
+    assert!(refused.value.is_err(), "an active call is not rejected");
+    assert!(bucket_set("two").await, "charged on its own");
+    assert!(matches!(
+        control(&b, "reject", "two").await,
+        Err(GateError::Limited(_))
+    ));
+
+    // A fresh bucket: the hang-up goes through, once.
+    let ended = control(&a, "end", "three").await.expect("admitted");
+    assert!(ended.value.is_ok(), "{:?}", ended.value.err());
+    assert_eq!(env.leftovers().await, (0, 0));
 }

@@ -15,11 +15,12 @@
 //! # A transition
 //! 1. Load: one read of the scope's keys (acting users, named calls, rooms,
 //!    groups, new parties), and a second `MGET` of the calls those records
-//!    name when they are not loaded yet. A call event's first read is the
+//!    name when they are not loaded yet. An initiate's first read is the
 //!    [`GATE`] script: it takes the event's cluster-wide rate charge and
-//!    counts the callee's presence (an initiate) in the same round trip,
-//!    and reads nothing when the charge is refused; otherwise it is an
-//!    `MGET`.
+//!    counts the callee's presence in the same round trip, and reads
+//!    nothing when the charge is refused. Any other read is an `MGET`: the
+//!    charge of accept, reject and end is taken by their commit (3), or on
+//!    its own when they have nothing to commit (a refusal).
 //! 2. Run the rule on a fresh [`Registry`] built from the records. If it
 //!    created or ended a call whose index records were not loaded (the other
 //!    party of a call being hung up, its room), load them (one `MGET`) and
@@ -29,11 +30,14 @@
 //!    `p:node:{id}` is gone, and refuses outright when `p:commit:{token}`
 //!    exists (the tombstone of its own undo, below); checks that every
 //!    record read still holds what was read (absent ones still absent, new
-//!    ones absent); then sets or deletes the changed records, adds the
-//!    timers the rule asked for and removes those of ended calls, and
-//!    writes `p:commit:{token}` (for [`UNDO_WINDOW`]) with what an undo
-//!    needs that the node does not know: the score each timer it touched
-//!    had before. All or nothing. A conflict starts again at 1, at most
+//!    ones absent); takes the event's rate charge when it carries one
+//!    (refused: nothing written, the event is `rate_limited`); then sets or
+//!    deletes the changed records, adds the timers the rule asked for and
+//!    removes those of ended calls, and writes `p:commit:{token}` (for
+//!    [`UNDO_WINDOW`]) with what an undo needs that the node does not know:
+//!    the score each timer it touched had before. Last, it reads which of
+//!    the users the events go to have a socket on another live node (the
+//!    others get them from this node, without a publish). All or nothing. A conflict starts again at 1, at most
 //!    [`MAX_ATTEMPTS`] times, then the transition is `unavailable`.
 //! 4. Only when the commit got no answer (it timed out after
 //!    `cluster.redis_timeout_ms`, or the connection was lost): the outcome
@@ -88,6 +92,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fred::interfaces::{KeysInterface, LuaInterface};
 
+use super::rates::{self, Charge};
 use super::{ClusterError, Redis};
 use crate::domain::UserId;
 use crate::policy::CallPolicy;
@@ -125,18 +130,24 @@ const UNDO_RETRY: Duration = Duration::from_millis(250);
 /// and mistakes an applied commit for one that never was.
 const UNDO_MARGIN: Duration = Duration::from_secs(10);
 
-/// The generic compare-and-set commit. No call rule: it compares, writes and
-/// schedules what the caller computed, and leaves what undoing it needs.
+/// The generic compare-and-set commit. No call rule: it compares, charges,
+/// writes and schedules what the caller computed, and leaves what undoing
+/// it needs.
 ///
 /// KEYS: the node's lease, the timer set, the commit's undo record
 /// `p:commit:{token}`, then every record touched, then the presence hashes
-/// (`p:conn:user:{id}`) of the users the transition's events go to.
+/// (`p:conn:user:{id}`) of the users the transition's events go to, then
+/// the rate bucket to charge, if any.
 /// ARGV: TTL (ms), timers to add, timers to remove, the undo record's TTL
-/// (ms), presence hashes; then for each record its expected value (`""`
-/// absent, else `"="` .. value) and its action (`"k"` keep and refresh the
-/// TTL, `"d"` delete, `"s"` .. value set); then (score, member) pairs to
-/// add; then members to remove; then, with presence hashes, the key prefix
-/// and this node's id.
+/// (ms), presence hashes, buckets (0 or 1), the key prefix, this node's
+/// id, the bucket's `T` and `tau` (microseconds, see
+/// [`crate::cluster::rates`]; ignored without a bucket); then for each
+/// record its expected value (`""` absent, else `"="` .. value) and its
+/// action (`"k"` keep and refresh the TTL, `"d"` delete, `"s"` .. value
+/// set); then (score, member) pairs to add; then members to remove.
+///
+/// The charge is taken once the records compared equal, so a conflict
+/// (retried) charges nothing and the attempt that applies charges once.
 ///
 /// The undo record is `"c"`, then `"|" .. i .. ":" .. score` for each timer
 /// operation `i` (1-based: the additions, then the removals) whose member
@@ -146,17 +157,20 @@ const UNDO_MARGIN: Duration = Duration::from_secs(10);
 /// Returns `{1, ..}` (committed: then, per presence hash, 1 when that user
 /// has a socket on another node whose lease is alive, else 0), `{0}` (a
 /// record changed since it was read), `{-1}` (no lease), `{-2}` (refused:
-/// [`UNDO`] already ran for this token). The presence is read in the commit
-/// itself: a device that connects elsewhere counts itself before it reads
-/// its calls (`activeVideoCalls`), so it is either seen here or reads this
-/// commit.
-pub const CAS: &str = r"
+/// [`UNDO`] already ran for this token), `{-3, wait}` (the bucket refused:
+/// nothing written; wait in microseconds). The presence is read in the
+/// commit itself: a device that connects elsewhere counts itself before it
+/// reads its calls (`activeVideoCalls`), so it is either seen here or
+/// reads this commit.
+pub const CAS: &str = concat!(
+    crate::cluster::rates::gcra_lua!(),
+    r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-2} end
-local np = tonumber(ARGV[5])
-local n = #KEYS - 3 - np
+local np, nc = tonumber(ARGV[5]), tonumber(ARGV[6])
+local n = #KEYS - 3 - np - nc
 for i = 1, n do
-  local want = ARGV[4 + 2 * i]
+  local want = ARGV[9 + 2 * i]
   local have = redis.call('GET', KEYS[3 + i])
   if want == '' then
     if have then return {0} end
@@ -164,9 +178,13 @@ for i = 1, n do
     return {0}
   end
 end
+if nc == 1 then
+  local limited = gcra(#KEYS, 1, 8)
+  if limited then return {-3, limited[2]} end
+end
 local ttl = ARGV[1]
 for i = 1, n do
-  local op = ARGV[5 + 2 * i]
+  local op = ARGV[10 + 2 * i]
   local k = KEYS[3 + i]
   local c = string.sub(op, 1, 1)
   if c == 's' then
@@ -178,7 +196,7 @@ for i = 1, n do
   end
 end
 local undo = 'c'
-local a = 6 + 2 * n
+local a = 11 + 2 * n
 local nadd = tonumber(ARGV[2])
 for i = 1, nadd do
   local had = redis.call('ZSCORE', KEYS[2], ARGV[a + 1])
@@ -200,7 +218,7 @@ for j = 1, np do
   local t = redis.call('HGETALL', KEYS[3 + n + j])
   local away = 0
   for f = 1, #t, 2 do
-    if t[f] ~= ARGV[a + 1] and redis.call('EXISTS', ARGV[a] .. ':node:' .. t[f]) == 1 then
+    if t[f] ~= ARGV[8] and redis.call('EXISTS', ARGV[7] .. ':node:' .. t[f]) == 1 then
       away = 1
       break
     end
@@ -208,7 +226,8 @@ for j = 1, np do
   out[j + 1] = away
 end
 return out
-";
+"
+);
 
 /// Undoes one [`CAS`] commit whose answer never came (see the module docs),
 /// or makes sure it never applies. No call rule: it compares and restores
@@ -390,6 +409,8 @@ enum Commit {
     /// Applied; the recipients with no socket on another live node.
     Done(BTreeSet<UserId>),
     Conflict,
+    /// The charge was refused (wait, microseconds): nothing written.
+    Limited(i64),
 }
 
 /// What [`UNDO`] answered.
@@ -570,6 +591,16 @@ fn record_value(v: fred::types::Value) -> Option<String> {
         fred::types::Value::Null | fred::types::Value::Boolean(false) => None,
         other => other.into_string(),
     }
+}
+
+/// A record as the commit expects it: `""` absent, else `"="` .. value.
+fn expected(value: Option<&String>) -> String {
+    value.map_or_else(String::new, |v| format!("={v}"))
+}
+
+/// What the commit does with a changed record: `"d"` delete, `"s"` .. value set.
+fn action(now: Option<&String>) -> String {
+    now.map_or_else(|| "d".into(), |v| format!("s{v}"))
 }
 
 fn member(timer: &Timer) -> Option<String> {
@@ -804,9 +835,15 @@ impl RedisCalls {
         scope: &Scope,
         f: impl Fn(&mut Registry) -> T,
         done: Option<&str>,
-        mut gate: Option<&Gate>,
+        gate: Option<&Gate>,
     ) -> Result<Done<T>, GateError> {
         self.undos.settle().await?;
+        // A charge alone is taken by the commit (no script for the read);
+        // with a user required online, by the gated first read.
+        let (mut gate, charge) = match gate {
+            Some(g) if g.online.is_none() => (None, g.charge.as_ref()),
+            other => (other, None),
+        };
         for attempt in 0..MAX_ATTEMPTS {
             let mut fetched = match gate.take() {
                 Some(g) if !g.is_empty() => self.load_gated(scope, g).await?,
@@ -858,18 +895,28 @@ impl RedisCalls {
                 .collect();
             removals.extend(done.map(str::to_owned));
             if writes.is_empty() && timers.is_empty() && removals.is_empty() {
-                // A read, or a refusal: nothing to commit.
+                // A read, or a refusal: nothing to commit, so the charge is
+                // taken on its own.
+                if let Some(charge) = charge {
+                    rates::take(&self.redis, vec![charge.clone()])
+                        .await
+                        .map_err(|e| match e {
+                            rates::Limited::Wait(wait) => GateError::Limited(wait),
+                            rates::Limited::Cluster(e) => GateError::Cluster(e),
+                        })?;
+                }
                 return Ok(Done { value, ended });
             }
             let recipients = value.recipients();
             match self
-                .commit(&fetched, writes, &timers, &removals, recipients)
+                .commit(&fetched, writes, &timers, &removals, recipients, charge)
                 .await?
             {
                 Commit::Done(here_only) => {
                     value.here_only(here_only);
                     return Ok(Done { value, ended });
                 }
+                Commit::Limited(wait) => return Err(GateError::Limited(rates::wait_of(wait))),
                 Commit::Conflict => {
                     self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
                     // Another node committed in between: start again from its state,
@@ -890,11 +937,9 @@ impl RedisCalls {
         timers: &[(Duration, Timer)],
         removals: &[String],
         recipients: BTreeSet<UserId>,
+        charge: Option<&Charge>,
     ) -> Result<Commit, ClusterError> {
-        fn expected(value: Option<&String>) -> String {
-            value.map_or_else(String::new, |v| format!("={v}"))
-        }
-        let mut writes: BTreeMap<RecordKey, Option<String>> = writes.into_iter().collect();
+        let writes: BTreeMap<RecordKey, Option<String>> = writes.into_iter().collect();
         let now = now_ms();
         let added: Vec<(u64, String)> = timers
             .iter()
@@ -913,58 +958,37 @@ impl RedisCalls {
             removals.len().to_string(),
             ms(UNDO_WINDOW).to_string(),
             recipients.len().to_string(),
+            usize::from(charge.is_some()).to_string(),
+            self.redis.prefix().to_owned(),
+            self.redis.node().to_owned(),
+            charge.map_or(0, |c| c.period).to_string(),
+            charge.map_or(0, |c| c.tau).to_string(),
         ];
-        // The undo of this commit: every record it sets or deletes, with the
-        // value it writes and the one it replaces; the timers it adds and removes.
-        let mut undo = UndoPlan {
-            keys: vec![undo_key, self.timers_key.clone()],
-            args: vec![
-                ms(UNDO_WINDOW).to_string(),
-                ms(RECORD_TTL).to_string(),
-                added.len().to_string(),
-                removals.len().to_string(),
-            ],
-        };
         // Every record read, with what was read; then every new record, absent.
         for (key, was) in fetched {
-            let name = self.key(key);
+            keys.push(self.key(key));
             args.push(expected(was.as_ref()));
-            args.push(match writes.remove(key) {
-                Some(now) => {
-                    undo.keys.push(name.clone());
-                    undo.args.push(expected(now.as_ref()));
-                    undo.args.push(expected(was.as_ref()));
-                    now.map_or_else(|| "d".into(), |v| format!("s{v}"))
-                }
+            args.push(match writes.get(key) {
+                Some(now) => action(now.as_ref()),
                 None => "k".into(),
             });
-            keys.push(name);
         }
-        for (key, now) in writes {
-            let name = self.key(&key);
-            undo.keys.push(name.clone());
-            undo.args.push(expected(now.as_ref()));
-            undo.args.push(String::new());
-            keys.push(name);
+        for (key, now) in writes.iter().filter(|(k, _)| !fetched.contains_key(*k)) {
+            keys.push(self.key(key));
             args.push(String::new());
-            args.push(now.map_or_else(|| "d".into(), |v| format!("s{v}")));
+            args.push(action(now.as_ref()));
         }
-        for (score, m) in added {
+        for (score, m) in &added {
             args.push(score.to_string());
             args.push(m.clone());
-            undo.args.push(m);
         }
         args.extend(removals.iter().cloned());
-        undo.args.extend(removals.iter().cloned());
-        if !recipients.is_empty() {
-            keys.extend(
-                recipients
-                    .iter()
-                    .map(|u| self.redis.key(&format!("conn:user:{u}"))),
-            );
-            args.push(self.redis.prefix().to_owned());
-            args.push(self.redis.node().to_owned());
-        }
+        keys.extend(
+            recipients
+                .iter()
+                .map(|u| self.redis.key(&format!("conn:user:{u}"))),
+        );
+        keys.extend(charge.map(|c| c.key.clone()));
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         match self.eval::<Vec<i64>>(&self.cas, keys, args).await {
@@ -982,6 +1006,7 @@ impl RedisCalls {
                 Some((1, _)) => Ok(Commit::Done(BTreeSet::new())),
                 Some((0, _)) => Ok(Commit::Conflict),
                 Some((-1, _)) => Err(ClusterError::Fenced),
+                Some((-3, wait)) => Ok(Commit::Limited(wait.first().copied().unwrap_or(1))),
                 // -2: refused by this very commit's undo, which only runs once
                 // this call has returned; never seen, and nothing applied anyway.
                 _ => Err(ClusterError::Unavailable),
@@ -990,10 +1015,42 @@ impl RedisCalls {
                 // No answer (a timeout, a lost connection): the commit may have
                 // applied, or may still. The sender hears `unavailable`, so it
                 // must not stand.
+                let undo = self.undo_plan(undo_key, fetched, &writes, &added, removals);
                 self.undos.start(undo, sent);
                 Err(e)
             }
         }
+    }
+
+    /// The undo of a commit (built only when its answer never came): every
+    /// record it sets or deletes, with the value it writes and the one it
+    /// replaces; the timers it adds and removes.
+    fn undo_plan(
+        &self,
+        undo_key: String,
+        fetched: &BTreeMap<RecordKey, Option<String>>,
+        writes: &BTreeMap<RecordKey, Option<String>>,
+        added: &[(u64, String)],
+        removals: &[String],
+    ) -> UndoPlan {
+        let mut undo = UndoPlan {
+            keys: vec![undo_key, self.timers_key.clone()],
+            args: vec![
+                ms(UNDO_WINDOW).to_string(),
+                ms(RECORD_TTL).to_string(),
+                added.len().to_string(),
+                removals.len().to_string(),
+            ],
+        };
+        for (key, now) in writes {
+            undo.keys.push(self.key(key));
+            undo.args.push(expected(now.as_ref()));
+            undo.args
+                .push(expected(fetched.get(key).and_then(Option::as_ref)));
+        }
+        undo.args.extend(added.iter().map(|(_, m)| m.clone()));
+        undo.args.extend(removals.iter().cloned());
+        undo
     }
 
     /// `EVALSHA`, loading the script first when this node has not yet, and

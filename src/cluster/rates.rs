@@ -81,6 +81,27 @@ pub fn wait_of(micros: i64) -> RetryAfter {
     ))
 }
 
+/// Charges `buckets` in order, stopping at the first that refuses: one
+/// round trip.
+///
+/// # Errors
+/// [`Limited`].
+pub(crate) async fn take(redis: &Redis, buckets: Vec<Charge>) -> Result<(), Limited> {
+    let mut keys = Vec::with_capacity(buckets.len());
+    let mut args = Vec::with_capacity(2 * buckets.len());
+    for c in buckets {
+        keys.push(c.key);
+        args.push(Value::from(c.period));
+        args.push(Value::from(c.tau));
+    }
+    let answer: Vec<i64> = GCRA.run(redis, keys, args).await?;
+    match answer.as_slice() {
+        [0] => Ok(()),
+        [_, wait] => Err(Limited::Wait(wait_of(*wait))),
+        _ => Err(ClusterError::Unavailable.into()),
+    }
+}
+
 /// Why a cluster-wide limit refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Limited {
@@ -146,19 +167,7 @@ impl ClusterRates {
 
     /// Checks `buckets` in order: one round trip.
     async fn check(&self, buckets: Vec<Charge>) -> Result<(), Limited> {
-        let mut keys = Vec::with_capacity(buckets.len());
-        let mut args = Vec::with_capacity(2 * buckets.len());
-        for c in buckets {
-            keys.push(c.key);
-            args.push(Value::from(c.period));
-            args.push(Value::from(c.tau));
-        }
-        let answer: Vec<i64> = GCRA.run(&self.redis, keys, args).await?;
-        match answer.as_slice() {
-            [0] => Ok(()),
-            [_, wait] => Err(Limited::Wait(wait_of(*wait))),
-            _ => Err(ClusterError::Unavailable.into()),
-        }
+        take(&self.redis, buckets).await
     }
 
     /// What a Socket.IO event of `class` by `user` is charged, to take with
