@@ -62,7 +62,8 @@
 //!    commit answers.
 //!
 //! A one-to-one call's setup costs 4 round trips, admission included:
-//! initiate (1 gated load + 1 commit), accept (1 gated load + 1 commit). A
+//! initiate (1 gated load + 1 commit), accept (1 load + 1 commit that takes
+//! the charge). A
 //! hang-up costs 2 when the payload's `callerId`/`receiverId` name the
 //! parties (their records are read ahead, never trusted), else 3 (the other
 //! party's record is loaded when the rule ends the call).
