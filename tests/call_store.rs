@@ -391,7 +391,11 @@ fn group() -> (GroupId, GroupName, Option<UserId>) {
 /// Initiates a direct call a -> b; returns the outcome (its timers kept
 /// aside: the memory store returns them, the Redis store stored them).
 async fn ring(store: &CallStore, a: &Party, b: &Party, room: Option<RoomName>) -> Outcome {
-    let scope = Scope::user(&a.id).and_user(&b.id).and_room(room.as_ref());
+    // As the initiate handler names it: likely a new call.
+    let scope = Scope::user(&a.id)
+        .and_user(&b.id)
+        .and_room(room.as_ref())
+        .likely_new();
     let o = origin();
     store
         .run(scope, |r| {
@@ -1080,7 +1084,8 @@ async fn redis_round_trips_per_transition_are_few_and_match_commandstats() {
         "Redis round trips: initiate {initiate}, accept {accept} (setup {}), hang-up {hangup}",
         initiate + accept
     );
-    assert!(initiate <= 2, "initiate: {initiate}");
+    // A new call commits without reading.
+    assert_eq!(initiate, 1, "initiate");
     assert!(accept <= 2, "accept: {accept}");
     assert!(hangup <= 3, "hang-up: {hangup}");
 
@@ -1187,6 +1192,112 @@ async fn redis_a_gate_charges_counts_presence_and_reads_in_the_first_round_trip(
     // An empty gate is a plain run (a redials b: the new call replaces the old).
     let again = initiate(&b, Gate::default()).await.expect("runs");
     assert!(again.value.is_ok(), "redial: {:?}", again.value.err());
+}
+
+#[tokio::test]
+async fn redis_a_new_call_commits_without_reading_and_reads_when_a_record_exists() {
+    let Some(env) = cluster("likely_new").await else {
+        return;
+    };
+    let (a, b, c) = (party(1), party(2), party(3));
+    let s = env.store();
+    let redis = env.redis(0);
+    let client = redis.client();
+    // One a minute, no burst: the first charge passes, the next one waits ~60 s.
+    let charge = |bucket: &str| Charge {
+        key: redis.key(&format!("rl:test:{bucket}")),
+        period: 60_000_000,
+        tau: 0,
+    };
+    let o = origin();
+    let initiate = |from: &Party, to: &Party, gate: Gate| {
+        let (from, to) = (from.clone(), to.clone());
+        let scope = Scope::user(&from.id).and_user(&to.id).likely_new();
+        async move {
+            s.run_gated(scope, gate, |r| {
+                r.initiate_direct(from.clone(), to.clone(), None, o)
+            })
+            .await
+        }
+    };
+    let gate = |bucket: &str, online: &Party| Gate {
+        charge: Some(charge(bucket)),
+        online: Some(online.id.clone()),
+    };
+    let online = |p: &Party| {
+        let key = redis.key(&format!("conn:user:{}", p.id));
+        async move {
+            let () = client.hset(key, (redis.node(), 1)).await.expect("presence");
+        }
+    };
+    let counted = |t0: RoundTrips, t: RoundTrips| {
+        (
+            t.loads - t0.loads,
+            t.commits - t0.commits,
+            t.conflicts - t0.conflicts,
+        )
+    };
+    // Warm: every script loaded (loads are not round trips counted here).
+    online(&c).await;
+    let warm = initiate(&c, &a, Gate::default()).await.expect("runs");
+    let id = id_of(&warm.value.expect("rings"));
+    control(s, &c, id, Sid::new(), "end").await.expect("cancel");
+    assert_eq!(env.leftovers().await, (0, 0));
+
+    // b has no socket anywhere: offline, told by the commit itself, once the
+    // charge was taken (as the gate does). No read, nothing written.
+    let t0 = env.round_trips(0).await;
+    let e = initiate(&a, &b, gate("one", &b))
+        .await
+        .expect_err("offline");
+    assert_eq!(e, GateError::Offline);
+    assert_eq!(
+        counted(t0, env.round_trips(0).await),
+        (0, 1, 0),
+        "one commit"
+    );
+    assert_eq!(env.leftovers().await, (0, 0), "nothing written");
+
+    // The charge stood: refused with the wait, nothing written.
+    online(&b).await;
+    match initiate(&a, &b, gate("one", &b)).await {
+        Err(GateError::Limited(wait)) => assert!(wait.0 > Duration::from_secs(50), "{wait:?}"),
+        other => panic!("charged bucket must refuse: {other:?}"),
+    }
+    assert_eq!(env.leftovers().await, (0, 0), "nothing written");
+
+    // Nothing live: one round trip, the commit, and it rings.
+    let t1 = env.round_trips(0).await;
+    let rung = initiate(&a, &b, gate("two", &b)).await.expect("admitted");
+    let first = id_of(&rung.value.expect("rings"));
+    assert_eq!(counted(t1, env.round_trips(0).await), (0, 1, 0), "no read");
+
+    // a redials b: their records exist, so the commit against absent ones
+    // is refused, charging nothing, and the transition reads (the gate:
+    // charge and presence) and commits as any other. The bucket allows one:
+    // had the refused commit charged, the gate would refuse.
+    let t2 = env.round_trips(0).await;
+    let again = initiate(&a, &b, gate("three", &b)).await.expect("admitted");
+    let second = id_of(&again.value.expect("redial"));
+    assert_ne!(first, second, "the new call replaces the old");
+    assert_eq!(
+        counted(t2, env.round_trips(0).await),
+        (3, 2, 1),
+        "a refused commit, then the gated read, the old call it names, that \
+         call's room (to end it), and the commit"
+    );
+    let calls = connected(s, &b).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["callId"], second.to_string());
+
+    // The same with the bucket spent: the refused commit charged nothing,
+    // so the gate's charge is what refuses, and nothing changes.
+    let e = initiate(&a, &b, gate("three", &b))
+        .await
+        .expect_err("limited");
+    assert!(matches!(e, GateError::Limited(_)), "{e:?}");
+    let calls = connected(s, &b).await;
+    assert_eq!(calls[0]["callId"], second.to_string(), "unchanged");
 }
 
 #[tokio::test]
@@ -1586,6 +1697,7 @@ async fn redis_an_undo_refuses_a_later_commit_and_leaves_one_built_on() {
             String::new(),
             "0".to_owned(),
             "0".to_owned(),
+            "0".to_owned(), // nobody required online
             want.to_owned(),
             op.to_owned(),
         ];

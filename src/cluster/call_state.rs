@@ -13,6 +13,14 @@
 //! | `p:commit:{token}` | one commit's undo record, then its undo's tombstone ([`UNDO_WINDOW`]) |
 //!
 //! # A transition
+//! 0. A likely-new transition (an initiate: [`Scope::likely_new`]) first
+//!    skips 1: its rule runs on the scope's records taken as absent, and 3
+//!    commits that with the whole gate (the charge, then the callee online:
+//!    `{-4}` offline). When a record turns out to exist, the commit refuses
+//!    as a conflict (nothing charged or written), and the transition runs
+//!    from 1 as any other. A rule that needs more records, or commits
+//!    nothing, also runs from 1. Either way the outcome is the rule's on
+//!    the records as they are.
 //! 1. Load: one read of the scope's keys (acting users, named calls, rooms,
 //!    groups, new parties), and a second `MGET` of the calls those records
 //!    name when they are not loaded yet. An initiate's first read is the
@@ -61,8 +69,9 @@
 //!    node in that window can. Nothing of this costs a round trip when the
 //!    commit answers.
 //!
-//! A one-to-one call's setup costs 4 round trips, admission included:
-//! initiate (1 gated load + 1 commit), accept (1 load + 1 commit that takes
+//! A one-to-one call's setup costs 3 round trips, admission included:
+//! initiate (1 commit that takes the charge and checks the callee online,
+//! when neither party is in a call), accept (1 load + 1 commit that takes
 //! the charge). A
 //! hang-up costs 2 when the payload's `callerId`/`receiverId` name the
 //! parties (their records are read ahead, never trusted), else 3 (the other
@@ -95,10 +104,10 @@ use fred::interfaces::{KeysInterface, LuaInterface};
 
 use super::rates::{self, Charge};
 use super::{ClusterError, Redis};
-use crate::domain::UserId;
+use crate::domain::{CallId, UserId};
 use crate::policy::CallPolicy;
 use crate::signaling::call_store::{Done, Effects, Gate, GateError, Scope};
-use crate::signaling::registry::{Outcome, RecordKey, Registry, Timer, diff, references};
+use crate::signaling::registry::{Outcome, Reason, RecordKey, Registry, Timer, diff, references};
 
 pub use crate::signaling::registry::UserRecord;
 
@@ -138,17 +147,21 @@ const UNDO_MARGIN: Duration = Duration::from_secs(10);
 /// KEYS: the node's lease, the timer set, the commit's undo record
 /// `p:commit:{token}`, then every record touched, then the presence hashes
 /// (`p:conn:user:{id}`) of the users the transition's events go to, then
-/// the rate bucket to charge, if any.
+/// the rate bucket to charge, if any, then the presence hash of a user who
+/// must be online, if any.
 /// ARGV: TTL (ms), timers to add, timers to remove, the undo record's TTL
 /// (ms), presence hashes, buckets (0 or 1), the key prefix, this node's
 /// id, the bucket's `T` and `tau` (microseconds, see
-/// [`crate::cluster::rates`]; ignored without a bucket); then for each
-/// record its expected value (`""` absent, else `"="` .. value) and its
-/// action (`"k"` keep and refresh the TTL, `"d"` delete, `"s"` .. value
-/// set); then (score, member) pairs to add; then members to remove.
+/// [`crate::cluster::rates`]; ignored without a bucket), users required
+/// online (0 or 1); then for each record its expected value (`""` absent,
+/// else `"="` .. value) and its action (`"k"` keep and refresh the TTL,
+/// `"d"` delete, `"s"` .. value set); then (score, member) pairs to add;
+/// then members to remove.
 ///
 /// The charge is taken once the records compared equal, so a conflict
 /// (retried) charges nothing and the attempt that applies charges once.
+/// The user required online is counted after the charge, as [`GATE`] does:
+/// offline, the charge stands and nothing is written.
 ///
 /// The undo record is `"c"`, then `"|" .. i .. ":" .. score` for each timer
 /// operation `i` (1-based: the additions, then the removals) whose member
@@ -159,19 +172,21 @@ const UNDO_MARGIN: Duration = Duration::from_secs(10);
 /// has a socket on another node whose lease is alive, else 0), `{0}` (a
 /// record changed since it was read), `{-1}` (no lease), `{-2}` (refused:
 /// [`UNDO`] already ran for this token), `{-3, wait}` (the bucket refused:
-/// nothing written; wait in microseconds). The presence is read in the
+/// nothing written; wait in microseconds), `{-4}` (the user required online
+/// has no socket on a live node: nothing written). The presence is read in the
 /// commit itself: a device that connects elsewhere counts itself before it
 /// reads its calls (`activeVideoCalls`), so it is either seen here or
 /// reads this commit.
 pub const CAS: &str = concat!(
+    crate::cluster::presence::live_sum!(),
     crate::cluster::rates::gcra_lua!(),
     r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-2} end
-local np, nc = tonumber(ARGV[5]), tonumber(ARGV[6])
-local n = #KEYS - 3 - np - nc
+local np, nc, no = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[11])
+local n = #KEYS - 3 - np - nc - no
 for i = 1, n do
-  local want = ARGV[9 + 2 * i]
+  local want = ARGV[10 + 2 * i]
   local have = redis.call('GET', KEYS[3 + i])
   if want == '' then
     if have then return {0} end
@@ -180,12 +195,13 @@ for i = 1, n do
   end
 end
 if nc == 1 then
-  local limited = gcra(#KEYS, 1, 8)
+  local limited = gcra(4 + n + np, 1, 8)
   if limited then return {-3, limited[2]} end
 end
+if no == 1 and live_sum(KEYS[#KEYS], ARGV[7]) == 0 then return {-4} end
 local ttl = ARGV[1]
 for i = 1, n do
-  local op = ARGV[10 + 2 * i]
+  local op = ARGV[11 + 2 * i]
   local k = KEYS[3 + i]
   local c = string.sub(op, 1, 1)
   if c == 's' then
@@ -197,7 +213,7 @@ for i = 1, n do
   end
 end
 local undo = 'c'
-local a = 11 + 2 * n
+local a = 12 + 2 * n
 local nadd = tonumber(ARGV[2])
 for i = 1, nadd do
   local had = redis.call('ZSCORE', KEYS[2], ARGV[a + 1])
@@ -326,7 +342,7 @@ local nb, np = tonumber(ARGV[2]), tonumber(ARGV[3])
 local limited = gcra(1, nb, 3)
 if limited then return limited end
 local out = {0}
-for i = nb + 1, nb + np do out[#out + 1] = live_sum(KEYS[i]) end
+for i = nb + 1, nb + np do out[#out + 1] = live_sum(KEYS[i], ARGV[1]) end
 if #KEYS > nb + np then
   local values = redis.call('MGET', unpack(KEYS, nb + np + 1))
   for i = 1, #values do out[#out + 1] = values[i] end
@@ -412,6 +428,56 @@ enum Commit {
     Conflict,
     /// The charge was refused (wait, microseconds): nothing written.
     Limited(i64),
+    /// The user required online has no socket on a live node: nothing written.
+    Offline,
+}
+
+/// What one transition commits, computed from its rule's run.
+struct Plan {
+    /// Records set (`Some`) or deleted (`None`).
+    writes: BTreeMap<RecordKey, Option<String>>,
+    /// Timers to add: (due, Unix ms; member).
+    added: Vec<(u64, String)>,
+    /// Timer members to remove (ended calls' ring timers, the fired one).
+    removals: Vec<String>,
+    /// Calls the rule ended, and why.
+    ended: Vec<(CallId, Reason)>,
+}
+
+impl Plan {
+    /// The plan of a rule's run on `fetched`; `done` is a timer member to
+    /// remove with it (the timer being fired).
+    fn of<T: Effects>(
+        value: &mut T,
+        registry: &mut Registry,
+        fetched: &BTreeMap<RecordKey, Option<String>>,
+        done: Option<&str>,
+    ) -> Self {
+        let now = now_ms();
+        let added = value
+            .take_timers()
+            .iter()
+            .filter_map(|(after, timer)| Some((now.saturating_add(ms(*after)), member(timer)?)))
+            .collect();
+        let ended = registry.take_ended();
+        let writes = diff(fetched, &registry.records()).into_iter().collect();
+        let mut removals: Vec<String> = ended
+            .iter()
+            .filter_map(|(id, _)| member(&Timer::RingTimeout(*id)))
+            .collect();
+        removals.extend(done.map(str::to_owned));
+        Self {
+            writes,
+            added,
+            removals,
+            ended,
+        }
+    }
+
+    /// Nothing to commit: a read, or a refusal.
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.added.is_empty() && self.removals.is_empty()
+    }
 }
 
 /// What [`UNDO`] answered.
@@ -830,7 +896,9 @@ impl RedisCalls {
 
     /// [`Self::run`] with `gate` checked by the first read (one round trip
     /// for both; a retry after a conflict reads without it, as the charge
-    /// was taken).
+    /// was taken), or by the commit when the scope is
+    /// [`Scope::likely_new`](crate::signaling::call_store::Scope) and the
+    /// speculative commit applies.
     pub(crate) async fn run_gated<T: Effects>(
         &self,
         scope: &Scope,
@@ -839,6 +907,11 @@ impl RedisCalls {
         gate: Option<&Gate>,
     ) -> Result<Done<T>, GateError> {
         self.undos.settle().await?;
+        if scope.likely_new
+            && let Some(applied) = self.speculate(scope, &f, done, gate).await?
+        {
+            return Ok(applied);
+        }
         // A charge alone is taken by the commit (no script for the read);
         // with a user required online, by the gated first read.
         let (mut gate, charge) = match gate {
@@ -852,50 +925,20 @@ impl RedisCalls {
             };
             let mut widenings = 0;
             let (mut value, mut registry) = loop {
-                let mut registry =
-                    Registry::from_records(self.policy(), &fetched).map_err(corrupt)?;
-                let before = registry.calls_with_index_keys();
-                let value = f(&mut registry);
-                let after = registry.calls_with_index_keys();
-                let mut missing = BTreeSet::new();
-                for (id, keys) in &before {
-                    if !after.contains_key(id) {
-                        // An ended call: every index record must be loaded to be removed.
-                        missing.extend(keys.iter().filter(|k| !fetched.contains_key(*k)).cloned());
+                match Self::evaluate(self.policy(), &f, &fetched)? {
+                    Ok(ran) => break ran,
+                    Err(missing) => {
+                        if widenings == MAX_WIDENINGS {
+                            tracing::error!("call transition needs ever more records; refused");
+                            return Err(ClusterError::Unavailable.into());
+                        }
+                        widenings += 1;
+                        self.mget(&missing, &mut fetched).await?;
                     }
                 }
-                for (id, keys) in &after {
-                    if !before.contains_key(id) {
-                        // A new call: its parties' records must be loaded to be extended
-                        // (its room and group are checked absent by the commit).
-                        missing.extend(
-                            keys.iter()
-                                .filter(|k| {
-                                    matches!(k, RecordKey::User(_)) && !fetched.contains_key(*k)
-                                })
-                                .cloned(),
-                        );
-                    }
-                }
-                if missing.is_empty() {
-                    break (value, registry);
-                }
-                if widenings == MAX_WIDENINGS {
-                    tracing::error!("call transition needs ever more records; refused");
-                    return Err(ClusterError::Unavailable.into());
-                }
-                widenings += 1;
-                self.mget(&missing, &mut fetched).await?;
             };
-            let timers = value.take_timers();
-            let ended = registry.take_ended();
-            let writes = diff(&fetched, &registry.records());
-            let mut removals: Vec<String> = ended
-                .iter()
-                .filter_map(|(id, _)| member(&Timer::RingTimeout(*id)))
-                .collect();
-            removals.extend(done.map(str::to_owned));
-            if writes.is_empty() && timers.is_empty() && removals.is_empty() {
+            let plan = Plan::of(&mut value, &mut registry, &fetched, done);
+            if plan.is_empty() {
                 // A read, or a refusal: nothing to commit, so the charge is
                 // taken on its own.
                 if let Some(charge) = charge {
@@ -906,18 +949,26 @@ impl RedisCalls {
                             rates::Limited::Cluster(e) => GateError::Cluster(e),
                         })?;
                 }
-                return Ok(Done { value, ended });
+                return Ok(Done {
+                    value,
+                    ended: plan.ended,
+                });
             }
             let recipients = value.recipients();
             match self
-                .commit(&fetched, writes, &timers, &removals, recipients, charge)
+                .commit(&fetched, &plan, recipients, charge, None)
                 .await?
             {
                 Commit::Done(here_only) => {
                     value.here_only(here_only);
-                    return Ok(Done { value, ended });
+                    return Ok(Done {
+                        value,
+                        ended: plan.ended,
+                    });
                 }
                 Commit::Limited(wait) => return Err(GateError::Limited(rates::wait_of(wait))),
+                // Nobody was required online by this commit.
+                Commit::Offline => return Err(ClusterError::Unavailable.into()),
                 Commit::Conflict => {
                     self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
                     // Another node committed in between: start again from its state,
@@ -931,21 +982,104 @@ impl RedisCalls {
         Err(ClusterError::Unavailable.into())
     }
 
+    /// A likely-new transition committed without reading: the rule runs on
+    /// the scope's records taken as absent, and the commit checks that they
+    /// are, with the whole gate (charge, then the user required online).
+    /// `None` when that does not apply (a record exists, the rule needs
+    /// more, or commits nothing): then nothing was charged or written, and
+    /// the transition runs as usual.
+    async fn speculate<T: Effects>(
+        &self,
+        scope: &Scope,
+        f: &impl Fn(&mut Registry) -> T,
+        done: Option<&str>,
+        gate: Option<&Gate>,
+    ) -> Result<Option<Done<T>>, GateError> {
+        let fetched: BTreeMap<RecordKey, Option<String>> = Self::scope_keys(scope)
+            .into_iter()
+            .map(|k| (k, None))
+            .collect();
+        let Ok((mut value, mut registry)) = Self::evaluate(self.policy(), f, &fetched)? else {
+            return Ok(None);
+        };
+        let plan = Plan::of(&mut value, &mut registry, &fetched, done);
+        if plan.is_empty() {
+            return Ok(None);
+        }
+        let recipients = value.recipients();
+        let charge = gate.and_then(|g| g.charge.as_ref());
+        let online = gate.and_then(|g| g.online.as_ref());
+        match self
+            .commit(&fetched, &plan, recipients, charge, online)
+            .await?
+        {
+            Commit::Done(here_only) => {
+                value.here_only(here_only);
+                Ok(Some(Done {
+                    value,
+                    ended: plan.ended,
+                }))
+            }
+            Commit::Limited(wait) => Err(GateError::Limited(rates::wait_of(wait))),
+            Commit::Offline => Err(GateError::Offline),
+            Commit::Conflict => {
+                self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs the rule on a fresh [`Registry`] built from `fetched`: its value
+    /// and registry, or the records it turned out to need that are not
+    /// loaded (the index records of a call it ended, the parties' records
+    /// of a call it created; a new call's room and group are checked absent
+    /// by the commit).
+    #[allow(clippy::type_complexity)]
+    fn evaluate<T>(
+        policy: CallPolicy,
+        f: &impl Fn(&mut Registry) -> T,
+        fetched: &BTreeMap<RecordKey, Option<String>>,
+    ) -> Result<Result<(T, Registry), BTreeSet<RecordKey>>, ClusterError> {
+        let mut registry = Registry::from_records(policy, fetched).map_err(corrupt)?;
+        let before = registry.calls_with_index_keys();
+        let value = f(&mut registry);
+        let after = registry.calls_with_index_keys();
+        let mut missing = BTreeSet::new();
+        for (id, keys) in &before {
+            if !after.contains_key(id) {
+                missing.extend(keys.iter().filter(|k| !fetched.contains_key(*k)).cloned());
+            }
+        }
+        for (id, keys) in &after {
+            if !before.contains_key(id) {
+                missing.extend(
+                    keys.iter()
+                        .filter(|k| matches!(k, RecordKey::User(_)) && !fetched.contains_key(*k))
+                        .cloned(),
+                );
+            }
+        }
+        Ok(if missing.is_empty() {
+            Ok((value, registry))
+        } else {
+            Err(missing)
+        })
+    }
+
     async fn commit(
         &self,
         fetched: &BTreeMap<RecordKey, Option<String>>,
-        writes: Vec<(RecordKey, Option<String>)>,
-        timers: &[(Duration, Timer)],
-        removals: &[String],
+        plan: &Plan,
         recipients: BTreeSet<UserId>,
         charge: Option<&Charge>,
+        online: Option<&UserId>,
     ) -> Result<Commit, ClusterError> {
-        let writes: BTreeMap<RecordKey, Option<String>> = writes.into_iter().collect();
-        let now = now_ms();
-        let added: Vec<(u64, String)> = timers
-            .iter()
-            .filter_map(|(after, timer)| Some((now.saturating_add(ms(*after)), member(timer)?)))
-            .collect();
+        let Plan {
+            writes,
+            added,
+            removals,
+            ..
+        } = plan;
         let token = format!("{:032x}", rand::random::<u128>());
         let undo_key = self.redis.key(&format!("commit:{token}"));
         let mut keys = vec![
@@ -964,6 +1098,7 @@ impl RedisCalls {
             self.redis.node().to_owned(),
             charge.map_or(0, |c| c.period).to_string(),
             charge.map_or(0, |c| c.tau).to_string(),
+            usize::from(online.is_some()).to_string(),
         ];
         // Every record read, with what was read; then every new record, absent.
         for (key, was) in fetched {
@@ -979,7 +1114,7 @@ impl RedisCalls {
             args.push(String::new());
             args.push(action(now.as_ref()));
         }
-        for (score, m) in &added {
+        for (score, m) in added {
             args.push(score.to_string());
             args.push(m.clone());
         }
@@ -990,6 +1125,7 @@ impl RedisCalls {
                 .map(|u| self.redis.key(&format!("conn:user:{u}"))),
         );
         keys.extend(charge.map(|c| c.key.clone()));
+        keys.extend(online.map(|u| self.redis.key(&format!("conn:user:{u}"))));
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         match self.eval::<Vec<i64>>(&self.cas, keys, args).await {
@@ -1008,6 +1144,7 @@ impl RedisCalls {
                 Some((0, _)) => Ok(Commit::Conflict),
                 Some((-1, _)) => Err(ClusterError::Fenced),
                 Some((-3, wait)) => Ok(Commit::Limited(wait.first().copied().unwrap_or(1))),
+                Some((-4, _)) => Ok(Commit::Offline),
                 // -2: refused by this very commit's undo, which only runs once
                 // this call has returned; never seen, and nothing applied anyway.
                 _ => Err(ClusterError::Unavailable),
@@ -1016,7 +1153,7 @@ impl RedisCalls {
                 // No answer (a timeout, a lost connection): the commit may have
                 // applied, or may still. The sender hears `unavailable`, so it
                 // must not stand.
-                let undo = self.undo_plan(undo_key, fetched, &writes, &added, removals);
+                let undo = self.undo_plan(undo_key, fetched, writes, added, removals);
                 self.undos.start(undo, sent);
                 Err(e)
             }

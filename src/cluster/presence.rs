@@ -31,16 +31,16 @@ use crate::domain::UserId;
 use crate::limits::{CapExceeded, IpKey};
 use crate::policy::ConnectionPolicy;
 
-/// Lua: the sockets counted in hash `key` on nodes whose lease is alive.
-/// ARGV[1] of every script using it is the key prefix.
+/// Lua: the sockets counted in hash `key` on nodes whose lease is alive
+/// (`prefix`: the key prefix).
 macro_rules! live_sum {
     () => {
         r"
-local function live_sum(key)
+local function live_sum(key, prefix)
   local t = redis.call('HGETALL', key)
   local s = 0
   for i = 1, #t, 2 do
-    if redis.call('EXISTS', ARGV[1] .. ':node:' .. t[i]) == 1 then
+    if redis.call('EXISTS', prefix .. ':node:' .. t[i]) == 1 then
       s = s + tonumber(t[i + 1])
     end
   end
@@ -57,8 +57,8 @@ static ACQUIRE: Script = Script::new(concat!(
     live_sum!(),
     r"
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return -1 end
-if live_sum(KEYS[2]) >= tonumber(ARGV[4]) then return 1 end
-if live_sum(KEYS[3]) >= tonumber(ARGV[5]) then return 2 end
+if live_sum(KEYS[2], ARGV[1]) >= tonumber(ARGV[4]) then return 1 end
+if live_sum(KEYS[3], ARGV[1]) >= tonumber(ARGV[5]) then return 2 end
 redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
@@ -79,19 +79,19 @@ end
 dec(KEYS[2], ARGV[3])
 dec(KEYS[3], ARGV[3])
 dec(KEYS[4], ARGV[4])
-return live_sum(KEYS[2])
+return live_sum(KEYS[2], ARGV[1])
 "
 ));
 
 /// KEYS: user hash. ARGV: prefix. The user's sockets on live nodes.
-static ONLINE: Script = Script::new(concat!(live_sum!(), "return live_sum(KEYS[1])\n"));
+static ONLINE: Script = Script::new(concat!(live_sum!(), "return live_sum(KEYS[1], ARGV[1])\n"));
 
 /// KEYS: user hashes. ARGV: prefix. Each user's sockets on live nodes.
 static ONLINE_MANY: Script = Script::new(concat!(
     live_sum!(),
     r"
 local out = {}
-for i, key in ipairs(KEYS) do out[i] = live_sum(key) end
+for i, key in ipairs(KEYS) do out[i] = live_sum(key, ARGV[1]) end
 return out
 "
 ));

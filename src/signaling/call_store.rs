@@ -44,6 +44,11 @@ pub struct Scope {
     pub rooms: Vec<RoomName>,
     /// Groups named.
     pub groups: Vec<GroupId>,
+    /// The transition most likely creates a call that touches nothing live
+    /// (an initiate): a store may commit it first against absent records,
+    /// and read only when that commit finds one (see
+    /// [`crate::cluster::call_state`]). The outcome is the same either way.
+    pub likely_new: bool,
 }
 
 impl Scope {
@@ -80,6 +85,13 @@ impl Scope {
     #[must_use]
     pub fn and_group(mut self, group: &GroupId) -> Self {
         self.groups.push(group.clone());
+        self
+    }
+
+    /// Most likely a new call over absent records (the `likely_new` field).
+    #[must_use]
+    pub fn likely_new(mut self) -> Self {
+        self.likely_new = true;
         self
     }
 

@@ -319,7 +319,8 @@ async fn initiate_direct<A: Adapter>(
         }
     }
     // The cluster-wide charge, and whether a callee on another node is
-    // online, go with the transition's first read: one round trip.
+    // online, go with the transition's commit (or its first read, when it
+    // has to read): one round trip.
     let mut gate = Gate {
         charge: pending.take_charge(),
         online: None,
@@ -335,9 +336,12 @@ async fn initiate_direct<A: Adapter>(
         name: callee.display_name,
     };
     let caller = me_party(&me);
+    // A new call: in cluster mode it commits first and reads only when a
+    // record it would touch exists.
     let scope = Scope::user(&caller.id)
         .and_user(&callee.id)
-        .and_room(room.as_ref());
+        .and_room(room.as_ref())
+        .likely_new();
     hub.with_calls_gated(scope, gate, |calls| {
         calls.initiate_direct(caller.clone(), callee.clone(), room.clone(), origin)
     })
@@ -443,7 +447,8 @@ async fn initiate_group(
     let scope = Scope::user(&caller.id)
         .and_group(&group.id)
         .and_room(room.as_ref())
-        .and_parties(invitees.iter().map(|p| p.id.clone()));
+        .and_parties(invitees.iter().map(|p| p.id.clone()))
+        .likely_new();
     let group = (group.id, group.name, group.owner);
     hub.with_calls(scope, |calls| {
         calls.initiate_group(
