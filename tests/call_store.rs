@@ -45,9 +45,9 @@ use callgate::limits::Limits;
 use callgate::metrics::Metrics;
 use callgate::policy::{CallPolicy, Policy};
 use callgate::signaling::Hub;
-use callgate::signaling::call_store::{CallStore, Gate, GateError, Scope};
+use callgate::signaling::call_store::{CallStore, Done, Gate, GateError, Scope};
 use callgate::signaling::events;
-use callgate::signaling::registry::{Body, Origin, Outcome, Reason, Timer, To};
+use callgate::signaling::registry::{Body, Origin, Outcome, Reason, Refusal, Timer, To};
 use callgate::signaling::timers::{self, Presence};
 use callgate::store::{EmbeddedStore, Store};
 use fred::interfaces::{
@@ -1113,6 +1113,37 @@ async fn redis_round_trips_per_transition_are_few_and_match_commandstats() {
     }
 }
 
+/// An initiate's gate: a charge of bucket `bucket` (one a minute, no burst:
+/// the first charge passes, the next one waits ~60 s) and `online` required
+/// online.
+fn initiate_gate(redis: &Redis, bucket: &str, online: &Party) -> Gate {
+    Gate {
+        charge: Some(Charge {
+            key: redis.key(&format!("rl:test:{bucket}")),
+            period: 60_000_000,
+            tau: 0,
+        }),
+        online: Some(online.id.clone()),
+    }
+}
+
+/// `from` rings `to` behind `gate`, named as likely new or not.
+async fn gated_initiate(
+    s: &CallStore,
+    from: Party,
+    to: Party,
+    gate: Gate,
+    likely_new: bool,
+) -> Result<Done<Result<Outcome, Refusal>>, GateError> {
+    let mut scope = Scope::user(&from.id).and_user(&to.id);
+    scope.likely_new = likely_new;
+    let o = origin();
+    s.run_gated(scope, gate, |r| {
+        r.initiate_direct(from.clone(), to.clone(), None, o)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn redis_a_gate_charges_counts_presence_and_reads_in_the_first_round_trip() {
     let Some(env) = cluster("gate").await else {
@@ -1122,27 +1153,8 @@ async fn redis_a_gate_charges_counts_presence_and_reads_in_the_first_round_trip(
     let s = env.store();
     let redis = env.redis(0);
     let client = redis.client();
-    // One a minute, no burst: the first charge passes, the next one waits ~60 s.
-    let charge = |bucket: &str| Charge {
-        key: redis.key(&format!("rl:test:{bucket}")),
-        period: 60_000_000,
-        tau: 0,
-    };
-    let o = origin();
-    let initiate = |to: &Party, gate: Gate| {
-        let (a, to) = (a.clone(), to.clone());
-        let scope = Scope::user(&a.id).and_user(&to.id);
-        async move {
-            s.run_gated(scope, gate, |r| {
-                r.initiate_direct(a.clone(), to.clone(), None, o)
-            })
-            .await
-        }
-    };
-    let gate = |bucket: &str, online: &Party| Gate {
-        charge: Some(charge(bucket)),
-        online: Some(online.id.clone()),
-    };
+    let initiate = |to: &Party, gate: Gate| gated_initiate(s, a.clone(), to.clone(), gate, false);
+    let gate = |bucket: &str, online: &Party| initiate_gate(redis, bucket, online);
 
     // b has no socket anywhere: offline, once the charge was taken. Nothing written.
     let t0 = env.round_trips(0).await;
@@ -1203,27 +1215,10 @@ async fn redis_a_new_call_commits_without_reading_and_reads_when_a_record_exists
     let s = env.store();
     let redis = env.redis(0);
     let client = redis.client();
-    // One a minute, no burst: the first charge passes, the next one waits ~60 s.
-    let charge = |bucket: &str| Charge {
-        key: redis.key(&format!("rl:test:{bucket}")),
-        period: 60_000_000,
-        tau: 0,
-    };
-    let o = origin();
     let initiate = |from: &Party, to: &Party, gate: Gate| {
-        let (from, to) = (from.clone(), to.clone());
-        let scope = Scope::user(&from.id).and_user(&to.id).likely_new();
-        async move {
-            s.run_gated(scope, gate, |r| {
-                r.initiate_direct(from.clone(), to.clone(), None, o)
-            })
-            .await
-        }
+        gated_initiate(s, from.clone(), to.clone(), gate, true)
     };
-    let gate = |bucket: &str, online: &Party| Gate {
-        charge: Some(charge(bucket)),
-        online: Some(online.id.clone()),
-    };
+    let gate = |bucket: &str, online: &Party| initiate_gate(redis, bucket, online);
     let online = |p: &Party| {
         let key = redis.key(&format!("conn:user:{}", p.id));
         async move {
