@@ -367,7 +367,8 @@ pub struct RoundTrips {
     pub loads: u64,
     /// `EVALSHA`s of the commit script.
     pub commits: u64,
-    /// Commits refused because a record changed (each was retried).
+    /// Commits refused because a record changed since it was read, or (a
+    /// likely-new transition's first commit) existed; each was retried.
     pub conflicts: u64,
     /// `EVALSHA`s of the claim script.
     pub claims: u64,
