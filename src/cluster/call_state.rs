@@ -433,6 +433,10 @@ enum Commit {
     Offline,
 }
 
+/// A rule's run: its value and registry, or the records it needs that
+/// were not loaded.
+type Evaluated<T> = Result<(T, Registry), BTreeSet<RecordKey>>;
+
 /// What one transition commits, computed from its rule's run.
 struct Plan {
     /// Records set (`Some`) or deleted (`None`).
@@ -1035,12 +1039,11 @@ impl RedisCalls {
     /// loaded (the index records of a call it ended, the parties' records
     /// of a call it created; a new call's room and group are checked absent
     /// by the commit).
-    #[allow(clippy::type_complexity)]
     fn evaluate<T>(
         policy: CallPolicy,
         f: &impl Fn(&mut Registry) -> T,
         fetched: &BTreeMap<RecordKey, Option<String>>,
-    ) -> Result<Result<(T, Registry), BTreeSet<RecordKey>>, ClusterError> {
+    ) -> Result<Evaluated<T>, ClusterError> {
         let mut registry = Registry::from_records(policy, fetched).map_err(corrupt)?;
         let before = registry.calls_with_index_keys();
         let value = f(&mut registry);
