@@ -279,8 +279,9 @@ impl App {
             _ => builder.transports([TransportType::Polling, TransportType::Websocket]),
         };
         let (sio_layer, io) = if let Some(redis) = &redis {
+            let adapter_prefix = format!("{}:sio", redis.prefix());
             let adapter = socketioxide_redis::RedisAdapterConfig::new()
-                .with_prefix(format!("{}:sio", redis.prefix()))
+                .with_prefix(adapter_prefix.clone())
                 .with_request_timeout(Duration::from_millis(
                     config.cluster.adapter_request_timeout_ms,
                 ))
@@ -298,6 +299,12 @@ impl App {
                 )
             })?;
             let (layer, io) = builder.with_adapter::<ClusterAdapter>(ctr).build_layer();
+            // Commits publish the adapter's broadcasts of their events for
+            // other nodes themselves (see cluster::relay).
+            hub.calls().relay_through(crate::cluster::relay::Relay::new(
+                io.config().server_id,
+                &adapter_prefix,
+            ));
             signaling::attach_cluster(&io).await.map_err(|_| {
                 crate::cluster::ConnectError::Unreachable(
                     "Redis (adapter)".into(),

@@ -48,6 +48,7 @@ use callgate::signaling::Hub;
 use callgate::signaling::call_store::{CallStore, Done, Gate, GateError, Scope};
 use callgate::signaling::events;
 use callgate::signaling::registry::{Body, Origin, Outcome, Reason, Refusal, Timer, To};
+use callgate::signaling::rooms;
 use callgate::signaling::timers::{self, Presence};
 use callgate::store::{EmbeddedStore, Store};
 use fred::interfaces::{
@@ -1605,7 +1606,7 @@ async fn wait_for_tombstones(on: &Redis, want: &[&str]) {
 }
 
 #[tokio::test]
-async fn redis_a_commit_answered_too_late_is_undone_records_and_timers_as_before() {
+async fn redis_a_commit_run_too_late_is_refused_records_and_timers_as_before() {
     // Its own redis-server: CLIENT PAUSE holds every client's scripts.
     let Some(env) = Env::start_redis_with("late_commit", true).await else {
         return;
@@ -1619,8 +1620,9 @@ async fn redis_a_commit_answered_too_late_is_undone_records_and_timers_as_before
     let before = state(&obs).await;
     assert_eq!(before.1.len(), 1, "the ring timer: {before:?}");
 
-    // a hangs up: the commit deletes the call and its records and removes
-    // its ring timer, and is run by Redis only after a heard `unavailable`.
+    // a hangs up: the commit would delete the call and its records and
+    // remove its ring timer, and is run by Redis only after a heard
+    // `unavailable`, past its deadline.
     hold_scripts(&obs, HOLD).await;
     let asked = Instant::now();
     let late = s
@@ -1635,10 +1637,11 @@ async fn redis_a_commit_answered_too_late_is_undone_records_and_timers_as_before
         "answered {:?} after: not before Redis ran the commit",
         asked.elapsed()
     );
-    // Applied, then undone: the call, its records and its ring timer (with
-    // its due time) are back.
-    wait_for_tombstones(&obs, &["u"]).await;
-    assert_eq!(state(&obs).await, before, "the hang-up is undone");
+    // Refused by its deadline: the undo finds it never applied, and the
+    // call, its records and its ring timer (with its due time) are as they
+    // were.
+    wait_for_tombstones(&obs, &["n"]).await;
+    assert_eq!(state(&obs).await, before, "the hang-up never applied");
 
     // c calls d: the commit creates a call, its records and a ring timer.
     hold_scripts(&obs, HOLD).await;
@@ -1650,8 +1653,8 @@ async fn redis_a_commit_answered_too_late_is_undone_records_and_timers_as_before
         .await
         .expect_err("no answer in time");
     assert_eq!(late, ClusterError::Unavailable);
-    wait_for_tombstones(&obs, &["u", "u"]).await;
-    assert_eq!(state(&obs).await, before, "the call c -> d is undone");
+    wait_for_tombstones(&obs, &["n", "n"]).await;
+    assert_eq!(state(&obs).await, before, "the call c -> d never applied");
     assert!(connected(s, &d).await.is_empty(), "d has no call");
     assert!(env.round_trips(0).await.undos >= 2);
 
@@ -1693,6 +1696,7 @@ async fn redis_an_undo_refuses_a_later_commit_and_leaves_one_built_on() {
             "0".to_owned(),
             "0".to_owned(),
             "0".to_owned(), // nobody required online
+            "0".to_owned(), // no deadline
             want.to_owned(),
             op.to_owned(),
         ];
@@ -1849,6 +1853,151 @@ async fn redis_a_commit_tells_which_recipients_have_no_socket_on_another_node() 
             .here_only
             .is_empty()
     );
+}
+
+/// With a relay, a commit publishes the adapter's broadcast of each event
+/// for a recipient with a socket on another live node, in order, and only
+/// once it applied; this node then delivers every event itself, to its own
+/// sockets (`here_only` names every recipient).
+#[tokio::test]
+async fn redis_a_relaying_commit_publishes_the_events_for_other_nodes_itself() {
+    use callgate::cluster::relay::Relay;
+    use fred::interfaces::{EventInterface, PubsubInterface};
+    use socketioxide_core::adapter::remote_packet::{RequestIn, RequestTypeIn};
+
+    let Some(mut env) = cluster("relay").await else {
+        return;
+    };
+    let there = env.add_node().await;
+    let (a, b) = (party(1), party(2));
+    let presence = |i: usize, who: &Party| {
+        let redis = env.redis(i).clone();
+        let key = redis.key(&format!("conn:user:{}", who.id));
+        async move {
+            let () = redis
+                .client()
+                .hset(key, (redis.node(), 1))
+                .await
+                .expect("presence");
+        }
+    };
+    // a only on this node, b only on the other.
+    presence(0, &a).await;
+    presence(there, &b).await;
+    let server = socketioxide_core::Uid::new();
+    let relay = Relay::new(server, &env.redis(0).key("sio"));
+    env.store().relay_through(relay.clone());
+
+    let Kind::Redis { url, prefix, .. } = &env.kind else {
+        unreachable!()
+    };
+    let mut cfg = Config::load_from(None, &Overrides::default(), &[])
+        .expect("config")
+        .cluster;
+    cfg.redis_url = SecretString::from(url.clone());
+    cfg.key_prefix = prefix.clone();
+    let sub = Redis::subscriber(&cfg).expect("subscriber");
+    sub.init().await.expect("connects");
+    let mut heard = sub.message_rx();
+    sub.ssubscribe(relay.channel()).await.expect("ssubscribe");
+    let mut next = async move || -> Option<(Vec<String>, String)> {
+        let m = tokio::time::timeout(Duration::from_millis(300), heard.recv())
+            .await
+            .ok()?
+            .expect("message");
+        let bytes = m.value.as_bytes().expect("bytes").to_vec();
+        let request: RequestIn = rmp_serde::from_slice(&bytes).expect("an adapter request");
+        assert_eq!(request.node_id, server, "sent as this node's adapter");
+        let RequestTypeIn::Broadcast(packet) = request.r#type else {
+            panic!("a broadcast");
+        };
+        let rooms = request.opts.expect("options").rooms;
+        Some((
+            rooms.iter().map(|r| r.to_string()).collect(),
+            format!("{packet:?}"),
+        ))
+    };
+
+    // a rings b: the commit publishes b's incomingVideoCall; a's own events
+    // stay here.
+    let rung = ring(env.store(), &a, &b, None).await;
+    let id = id_of(&rung);
+    assert_eq!(
+        rung.here_only,
+        rung.recipients(),
+        "every event is delivered here"
+    );
+    let (rooms, packet) = next().await.expect("b's event, published by the commit");
+    assert_eq!(rooms, [rooms::user_room(&b.id)]);
+    assert!(
+        packet.contains("incomingVideoCall") && packet.contains(&id.to_string()),
+        "{packet}"
+    );
+    assert!(next().await.is_none(), "nothing for a, who is only here");
+
+    // A refused transition commits nothing and publishes nothing.
+    let c = party(3);
+    assert_eq!(
+        control(env.store(), &c, id, Sid::new(), "accept")
+            .await
+            .unwrap_err(),
+        ErrorCode::NotFound
+    );
+    assert!(next().await.is_none(), "a refusal publishes nothing");
+
+    // b answers: a's videoCallAccepted stays here; b's other devices, on the
+    // other node, hear it was answered elsewhere, from the commit.
+    let accepted = control(env.store(), &b, id, Sid::new(), "accept")
+        .await
+        .expect("accept");
+    assert_eq!(accepted.here_only, accepted.recipients());
+    let (rooms, packet) = next().await.expect("b's devices elsewhere");
+    assert_eq!(rooms, [rooms::user_room(&b.id)]);
+    assert!(packet.contains("answered_elsewhere"), "{packet}");
+    assert!(next().await.is_none());
+}
+
+/// A commit Redis runs after its deadline (held up while the node stopped
+/// waiting) refuses, and nothing of it applies.
+#[tokio::test]
+async fn redis_a_commit_past_its_deadline_refuses_and_writes_nothing() {
+    let Some(env) = cluster("deadline").await else {
+        return;
+    };
+    let r = env.redis(0);
+    let rec = r.key("call:x");
+    let keys = vec![
+        r.key("node:n1"),
+        r.key("timers"),
+        r.key("commit:t"),
+        rec.clone(),
+    ];
+    let args = |deadline: &str| {
+        let mut args: Vec<String> = [
+            "60000", "0", "0", "60000", "0", "0", "", "", "0", "0", "0", deadline, "", "sv1",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.truncate(14);
+        args
+    };
+    let past: Vec<i64> = r
+        .client()
+        .eval(CAS, keys.clone(), args("1"))
+        .await
+        .expect("cas");
+    assert_eq!(past, [-5]);
+    let v: Option<String> = r.client().get(&rec).await.expect("get");
+    assert_eq!(v, None, "nothing written");
+    let deadline = (r.deadline_ms() + 60_000).to_string();
+    let ahead: Vec<i64> = r
+        .client()
+        .eval(CAS, keys, args(&deadline))
+        .await
+        .expect("cas");
+    assert_eq!(ahead, [1]);
+    let v: Option<String> = r.client().get(&rec).await.expect("get");
+    assert_eq!(v.as_deref(), Some("v1"));
 }
 
 /// Accept, reject and end read with a plain `MGET` and are charged by

@@ -34,7 +34,9 @@
 //!    party of a call being hung up, its room), load them (one `MGET`) and
 //!    run the rule again from scratch.
 //! 3. Commit, when anything changed: one `EVALSHA` of [`CAS`], with a fresh
-//!    random token. It refuses (`Fenced`) when this node's lease
+//!    random token and a deadline on Redis's clock
+//!    ([`Redis::deadline_ms`]): run after it, it refuses and nothing
+//!    applies. It refuses (`Fenced`) when this node's lease
 //!    `p:node:{id}` is gone, and refuses outright when `p:commit:{token}`
 //!    exists (the tombstone of its own undo, below); checks that every
 //!    record read still holds what was read (absent ones still absent, new
@@ -44,8 +46,12 @@
 //!    removes those of ended calls, and writes `p:commit:{token}` (for
 //!    [`UNDO_WINDOW`]) with what an undo needs that the node does not know:
 //!    the score each timer it touched had before. Last, it reads which of
-//!    the users the events go to have a socket on another live node (the
-//!    others get them from this node, without a publish). All or nothing. A conflict starts again at 1, at most
+//!    the users the events go to have a socket on another live node, and
+//!    publishes the events for those users itself: the adapter's broadcast
+//!    requests, encoded by this node ([`crate::cluster::relay`]), so they
+//!    leave the moment the commit applies instead of a round trip later.
+//!    This node delivers every event to its own sockets once the commit
+//!    answered. All or nothing. A conflict starts again at 1, at most
 //!    [`MAX_ATTEMPTS`] times, then the transition is `unavailable`.
 //! 4. Only when the commit got no answer (it timed out after
 //!    `cluster.redis_timeout_ms`, or the connection was lost): the outcome
@@ -61,7 +67,11 @@
 //!    the timers their scores before (added ones removed, removed ones
 //!    re-added); if another transition has changed one of those records
 //!    since, it has built on the commit, and undoing would break it: left
-//!    as it is, logged at warn. Either way the undo record becomes a
+//!    as it is, logged at warn. An undone commit had published its events
+//!    for other nodes: every call it created is withdrawn from the users it
+//!    rang (`videoCallEnded`, `cancelled`, through the adapter). A commit
+//!    held up past its deadline never applies, so its undo finds nothing.
+//!    Either way the undo record becomes a
 //!    tombstone that repeats the answer. Until the undo is answered, every
 //!    transition of this node runs it first (and is `unavailable` while it
 //!    gets no answer), so a retry on the same node, once Redis is back,
@@ -103,11 +113,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fred::interfaces::{KeysInterface, LuaInterface};
 
 use super::rates::{self, Charge};
+use super::relay::Relay;
 use super::{ClusterError, Redis};
 use crate::domain::{CallId, UserId};
 use crate::policy::CallPolicy;
 use crate::signaling::call_store::{Done, Effects, Gate, GateError, Scope};
-use crate::signaling::registry::{Outcome, Reason, RecordKey, Registry, Timer, diff, references};
+use crate::signaling::registry::{
+    Outcome, Reason, RecordKey, Registry, Timer, To, diff, references, withdrawal,
+};
+use crate::signaling::rooms;
 
 pub use crate::signaling::registry::UserRecord;
 
@@ -153,10 +167,16 @@ const UNDO_MARGIN: Duration = Duration::from_secs(10);
 /// (ms), presence hashes, buckets (0 or 1), the key prefix, this node's
 /// id, the bucket's `T` and `tau` (microseconds, see
 /// [`crate::cluster::rates`]; ignored without a bucket), users required
-/// online (0 or 1); then for each record its expected value (`""` absent,
+/// online (0 or 1), the deadline (Unix ms on Redis's clock, `"0"` none:
+/// run later, the commit refuses, `{-5}`, and nothing applies); then for
+/// each record its expected value (`""` absent,
 /// else `"="` .. value) and its action (`"k"` keep and refresh the TTL,
 /// `"d"` delete, `"s"` .. value set); then (score, member) pairs to add;
-/// then members to remove.
+/// then members to remove; then, when the node relays its events
+/// ([`crate::cluster::relay`]), the adapter's request channel and, per
+/// event, the (1-based) index of its recipient's presence hash and the
+/// adapter message: published on that channel, in order, once the commit
+/// applied, for each recipient that has a socket on another live node.
 ///
 /// The charge is taken once the records compared equal, so a conflict
 /// (retried) charges nothing and the attempt that applies charges once.
@@ -181,12 +201,18 @@ pub const CAS: &str = concat!(
     crate::cluster::presence::live_sum!(),
     crate::cluster::rates::gcra_lua!(),
     r"
+if ARGV[12] ~= '0' then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[12]) then
+    return {-5}
+  end
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-2} end
 local np, nc, no = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[11])
 local n = #KEYS - 3 - np - nc - no
 for i = 1, n do
-  local want = ARGV[10 + 2 * i]
+  local want = ARGV[11 + 2 * i]
   local have = redis.call('GET', KEYS[3 + i])
   if want == '' then
     if have then return {0} end
@@ -201,7 +227,7 @@ end
 if no == 1 and live_sum(KEYS[#KEYS], ARGV[7]) == 0 then return {-4} end
 local ttl = ARGV[1]
 for i = 1, n do
-  local op = ARGV[11 + 2 * i]
+  local op = ARGV[12 + 2 * i]
   local k = KEYS[3 + i]
   local c = string.sub(op, 1, 1)
   if c == 's' then
@@ -213,7 +239,7 @@ for i = 1, n do
   end
 end
 local undo = 'c'
-local a = 12 + 2 * n
+local a = 13 + 2 * n
 local nadd = tonumber(ARGV[2])
 for i = 1, nadd do
   local had = redis.call('ZSCORE', KEYS[2], ARGV[a + 1])
@@ -241,6 +267,11 @@ for j = 1, np do
     end
   end
   out[j + 1] = away
+end
+if a <= #ARGV then
+  for i = a + 1, #ARGV, 2 do
+    if out[tonumber(ARGV[i]) + 1] == 1 then redis.call('SPUBLISH', ARGV[a], ARGV[i + 1]) end
+  end
 end
 return out
 "
@@ -502,6 +533,10 @@ pub enum Undone {
 struct UndoPlan {
     keys: Vec<String>,
     args: Vec<String>,
+    /// When the commit relayed its events: the adapter's channel and the
+    /// messages that withdraw the calls it created ([`withdrawal`]), sent
+    /// once the undo finds the commit had applied.
+    withdraw: Option<(String, Vec<Vec<u8>>)>,
 }
 
 /// This node's undos not yet answered (see the module docs).
@@ -587,6 +622,7 @@ impl Undos {
             match undone(answer) {
                 Some(Undone::Undone) => {
                     tracing::info!("a commit whose answer was lost had applied: undone");
+                    self.withdraw(plan).await;
                 }
                 Some(Undone::NeverApplied) => {
                     tracing::info!(
@@ -603,6 +639,26 @@ impl Undos {
             }
         }
         Ok(())
+    }
+
+    /// Tells the users an undone commit rang, through the adapter, that
+    /// those calls are over: its events were published by the commit
+    /// itself, before its answer was lost. Best effort.
+    async fn withdraw(&self, plan: &UndoPlan) {
+        use fred::interfaces::PubsubInterface;
+        let Some((channel, messages)) = &plan.withdraw else {
+            return;
+        };
+        for message in messages {
+            let sent: Result<i64, _> = self
+                .redis
+                .client()
+                .spublish(channel.as_str(), message.as_slice())
+                .await;
+            if sent.is_err() {
+                tracing::warn!("an undone call could not be withdrawn from those it rang");
+            }
+        }
     }
 
     /// Runs every undo still pending on this node, so no transition of this
@@ -640,6 +696,9 @@ pub struct RedisCalls {
     lease_key: String,
     timers_key: String,
     counters: Arc<Counters>,
+    /// How this node's events reach other nodes' sockets from the commit
+    /// itself; until set, they go through the adapter once it answered.
+    relay: std::sync::OnceLock<Relay>,
 }
 
 fn now_ms() -> u64 {
@@ -688,14 +747,20 @@ fn undone(answer: i64) -> Option<Undone> {
     }
 }
 
+/// A script argument: text, or bytes (an adapter message).
+trait Arg: Into<fred::types::Value> + Clone + Send {}
+
+impl Arg for String {}
+impl Arg for fred::types::Value {}
+
 /// `EVALSHA`, loading the script first when this node has not yet, and
 /// again when Redis lost it (`NOSCRIPT` after a restart).
-async fn eval<R: fred::types::FromValue>(
+async fn eval<R: fred::types::FromValue, A: Arg>(
     redis: &Redis,
     counters: &Counters,
     script: &Script,
     keys: Vec<String>,
-    args: Vec<String>,
+    args: Vec<A>,
 ) -> Result<R, ClusterError> {
     let client = redis.client();
     if let Some(sha) = script.sha() {
@@ -727,7 +792,43 @@ impl RedisCalls {
             lease_key,
             timers_key,
             counters,
+            relay: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on, commits publish this node's events for recipients on
+    /// other nodes themselves ([`crate::cluster::relay`]). Set once.
+    pub fn relay_through(&self, relay: Relay) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// The adapter messages of `value`'s events, with their recipient's
+    /// 1-based index in `recipients`; `None` (nothing relayed: every event
+    /// goes through the adapter) without a relay, or when one event does
+    /// not encode.
+    fn relayed<T: Effects>(
+        &self,
+        value: &T,
+        recipients: &BTreeSet<UserId>,
+    ) -> Option<Vec<(usize, Vec<u8>)>> {
+        let relay = self.relay.get()?;
+        let index: BTreeMap<&UserId, usize> = recipients
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u, i + 1))
+            .collect();
+        value
+            .emits()
+            .iter()
+            .filter_map(|e| match &e.to {
+                To::User(u) | To::UserExcept(u, _) => Some((u, e)),
+                To::Socket(_) => None,
+            })
+            .map(|(u, e)| {
+                let message = relay.encode(rooms::user_room(u), e.event, &e.payload)?;
+                Some((*index.get(u)?, message))
+            })
+            .collect()
     }
 
     /// The call policy in force on this node.
@@ -960,8 +1061,9 @@ impl RedisCalls {
                 });
             }
             let recipients = value.recipients();
+            let relayed = self.relayed(&value, &recipients);
             match self
-                .commit(&fetched, &plan, recipients, charge, None)
+                .commit(&fetched, &plan, recipients, relayed, charge, None)
                 .await?
             {
                 Commit::Done(here_only) => {
@@ -1012,10 +1114,11 @@ impl RedisCalls {
             return Ok(None);
         }
         let recipients = value.recipients();
+        let relayed = self.relayed(&value, &recipients);
         let charge = gate.and_then(|g| g.charge.as_ref());
         let online = gate.and_then(|g| g.online.as_ref());
         match self
-            .commit(&fetched, &plan, recipients, charge, online)
+            .commit(&fetched, &plan, recipients, relayed, charge, online)
             .await?
         {
             Commit::Done(here_only) => {
@@ -1075,6 +1178,7 @@ impl RedisCalls {
         fetched: &BTreeMap<RecordKey, Option<String>>,
         plan: &Plan,
         recipients: BTreeSet<UserId>,
+        relayed: Option<Vec<(usize, Vec<u8>)>>,
         charge: Option<&Charge>,
         online: Option<&UserId>,
     ) -> Result<Commit, ClusterError> {
@@ -1103,6 +1207,7 @@ impl RedisCalls {
             charge.map_or(0, |c| c.period).to_string(),
             charge.map_or(0, |c| c.tau).to_string(),
             usize::from(online.is_some()).to_string(),
+            self.redis.deadline_ms().to_string(),
         ];
         // Every record read, with what was read; then every new record, absent.
         for (key, was) in fetched {
@@ -1130,13 +1235,30 @@ impl RedisCalls {
         );
         keys.extend(charge.map(|c| c.key.clone()));
         keys.extend(online.map(|u| self.redis.key(&format!("conn:user:{u}"))));
+        let mut argv: Vec<fred::types::Value> = args.into_iter().map(Into::into).collect();
+        let relaying = match (relayed, self.relay.get()) {
+            (Some(messages), Some(relay)) => {
+                argv.push(relay.channel().into());
+                for (recipient, message) in messages {
+                    argv.push(recipient.to_string().into());
+                    argv.push(fred::types::Value::Bytes(message.into()));
+                }
+                true
+            }
+            _ => false,
+        };
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
-        match self.eval::<Vec<i64>>(&self.cas, keys, args).await {
+        match self.eval::<Vec<i64>, _>(&self.cas, keys, argv).await {
             Ok(answer) => match answer.split_first() {
+                // Committed, and the commit published the events for the
+                // recipients elsewhere: this node delivers to its own sockets.
+                Some((1, away)) if relaying && away.len() == recipients.len() => {
+                    Ok(Commit::Done(recipients))
+                }
                 // Committed. Should the presence flags not match (they
                 // always do), every event goes through the adapter.
-                Some((1, away)) if away.len() == recipients.len() => Ok(Commit::Done(
+                Some((1, away)) if !relaying && away.len() == recipients.len() => Ok(Commit::Done(
                     recipients
                         .into_iter()
                         .zip(away)
@@ -1149,6 +1271,10 @@ impl RedisCalls {
                 Some((-1, _)) => Err(ClusterError::Fenced),
                 Some((-3, wait)) => Ok(Commit::Limited(wait.first().copied().unwrap_or(1))),
                 Some((-4, _)) => Ok(Commit::Offline),
+                // Redis ran it past its deadline: nothing applied, and by then
+                // this node has stopped waiting (or its clock is off by more
+                // than a quarter of the timeout).
+                Some((-5, _)) => Err(ClusterError::Unavailable),
                 // -2: refused by this very commit's undo, which only runs once
                 // this call has returned; never seen, and nothing applied anyway.
                 _ => Err(ClusterError::Unavailable),
@@ -1157,11 +1283,40 @@ impl RedisCalls {
                 // No answer (a timeout, a lost connection): the commit may have
                 // applied, or may still. The sender hears `unavailable`, so it
                 // must not stand.
-                let undo = self.undo_plan(undo_key, fetched, writes, added, removals);
+                let mut undo = self.undo_plan(undo_key, fetched, writes, added, removals);
+                if relaying {
+                    undo.withdraw = self.withdrawals(fetched, writes);
+                }
                 self.undos.start(undo, sent);
                 Err(e)
             }
         }
+    }
+
+    /// The adapter messages that withdraw the calls a commit created (see
+    /// [`UndoPlan::withdraw`]).
+    fn withdrawals(
+        &self,
+        fetched: &BTreeMap<RecordKey, Option<String>>,
+        writes: &BTreeMap<RecordKey, Option<String>>,
+    ) -> Option<(String, Vec<Vec<u8>>)> {
+        let relay = self.relay.get()?;
+        let messages = writes
+            .iter()
+            .filter(|(k, _)| {
+                matches!(k, RecordKey::Call(_)) && fetched.get(*k).is_none_or(Option::is_none)
+            })
+            .filter_map(|(_, now)| now.as_deref())
+            .flat_map(withdrawal)
+            .filter_map(|(user, body)| {
+                relay.encode(
+                    rooms::user_room(&user),
+                    crate::signaling::events::VIDEO_CALL_ENDED,
+                    &body,
+                )
+            })
+            .collect();
+        Some((relay.channel().to_owned(), messages))
     }
 
     /// The undo of a commit (built only when its answer never came): every
@@ -1176,6 +1331,7 @@ impl RedisCalls {
         removals: &[String],
     ) -> UndoPlan {
         let mut undo = UndoPlan {
+            withdraw: None,
             keys: vec![undo_key, self.timers_key.clone()],
             args: vec![
                 ms(UNDO_WINDOW).to_string(),
@@ -1197,11 +1353,11 @@ impl RedisCalls {
 
     /// `EVALSHA`, loading the script first when this node has not yet, and
     /// again when Redis lost it (`NOSCRIPT` after a restart).
-    async fn eval<R: fred::types::FromValue>(
+    async fn eval<R: fred::types::FromValue, A: Arg>(
         &self,
         script: &Script,
         keys: Vec<String>,
-        args: Vec<String>,
+        args: Vec<A>,
     ) -> Result<R, ClusterError> {
         eval(&self.redis, &self.counters, script, keys, args).await
     }

@@ -17,6 +17,7 @@ pub mod call_state;
 pub mod nodes;
 pub mod presence;
 pub mod rates;
+pub mod relay;
 mod script;
 
 use std::fmt;
@@ -87,6 +88,8 @@ pub struct Redis {
     prefix: String,
     node: String,
     timeout: Duration,
+    /// Redis's clock less this node's, in ms ([`Redis::sync_clock`]).
+    clock_offset: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl fmt::Debug for Redis {
@@ -97,6 +100,12 @@ impl fmt::Debug for Redis {
             .field("node", &self.node)
             .finish_non_exhaustive()
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Where a URL points, for messages: host and port only, never credentials.
@@ -162,12 +171,50 @@ impl Redis {
             .init()
             .await
             .map_err(|e| ConnectError::Unreachable(where_.clone(), e.kind().to_str().into()))?;
-        Ok(Self {
+        let redis = Self {
             client,
             prefix: cfg.key_prefix.clone(),
             node,
             timeout: Duration::from_millis(cfg.redis_timeout_ms),
-        })
+            clock_offset: std::sync::Arc::default(),
+        };
+        redis.sync_clock().await;
+        Ok(redis)
+    }
+
+    /// Measures Redis's clock against this node's (`TIME`, halfway through
+    /// the round trip), for [`Redis::deadline_ms`]. Run at start and on
+    /// every heartbeat; an unanswered one keeps the last offset.
+    pub async fn sync_clock(&self) {
+        let before = unix_ms();
+        let time = fred::types::CustomCommand::new_static(
+            "TIME",
+            fred::types::ClusterHash::FirstKey,
+            false,
+        );
+        let time: Result<Vec<String>, _> = self.client.custom(time, Vec::<String>::new()).await;
+        let after = unix_ms();
+        let Ok([secs, micros]) = time.as_deref() else {
+            return;
+        };
+        let (Ok(secs), Ok(micros)) = (secs.parse::<i64>(), micros.parse::<i64>()) else {
+            return;
+        };
+        let redis_ms = secs * 1000 + micros / 1000;
+        let offset = redis_ms - (before + after) / 2;
+        self.clock_offset
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A deadline on Redis's clock (Unix ms) for a command sent now: three
+    /// quarters of the command timeout from now. A commit that Redis only
+    /// runs after it (held up while this node gave up waiting) is refused
+    /// by the script itself, so it never applies behind the node's back.
+    pub fn deadline_ms(&self) -> i64 {
+        let margin = i64::try_from((self.timeout * 3 / 4).as_millis()).unwrap_or(i64::MAX);
+        unix_ms()
+            .saturating_add(self.clock_offset.load(std::sync::atomic::Ordering::Relaxed))
+            .saturating_add(margin)
     }
 
     /// A subscriber client for the adapter. Once the adapter has

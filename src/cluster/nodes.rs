@@ -573,6 +573,7 @@ impl Nodes {
             }
             return;
         }
+        self.redis.sync_clock().await;
         if !self.fenced.load(Ordering::Acquire) {
             match self.renew().await {
                 Ok(true) => {}

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use super::registry::{Body, Outcome, Reason, Registry, Timer};
+use super::registry::{Body, Emit, Outcome, Reason, Registry, Timer};
 use crate::cluster::call_state::{ClaimedTimer, RedisCalls, RoundTrips};
 use crate::cluster::rates::Charge;
 use crate::cluster::{ClusterError, Redis};
@@ -155,6 +155,12 @@ pub trait Effects {
     /// Records the recipients the commit found on no other live node (see
     /// [`Outcome::here_only`]).
     fn here_only(&mut self, _users: BTreeSet<UserId>) {}
+
+    /// Its events, in order: the Redis store's commit publishes those for
+    /// recipients on other nodes ([`crate::cluster::relay`]).
+    fn emits(&self) -> &[Emit] {
+        &[]
+    }
 }
 
 impl Effects for Outcome {
@@ -168,6 +174,10 @@ impl Effects for Outcome {
 
     fn here_only(&mut self, users: BTreeSet<UserId>) {
         self.here_only = users;
+    }
+
+    fn emits(&self) -> &[Emit] {
+        &self.emits
     }
 }
 
@@ -194,6 +204,10 @@ impl<T: Effects, E> Effects for Result<T, E> {
             t.here_only(users);
         }
     }
+
+    fn emits(&self) -> &[Emit] {
+        self.as_ref().map_or(&[], Effects::emits)
+    }
 }
 
 impl<T: Effects> Effects for Option<T> {
@@ -209,6 +223,10 @@ impl<T: Effects> Effects for Option<T> {
         if let Some(t) = self {
             t.here_only(users);
         }
+    }
+
+    fn emits(&self) -> &[Emit] {
+        self.as_ref().map_or(&[], Effects::emits)
     }
 }
 
@@ -392,6 +410,15 @@ impl CallStore {
         match self {
             Self::Memory(m) => Ok(m.run(|r| r.fire(&timer.timer, user_online))),
             Self::Redis(r) => Box::pin(r.fire(timer, user_online)).await,
+        }
+    }
+
+    /// Cluster mode: from now on, commits publish the adapter's broadcasts
+    /// of their events for recipients on other nodes themselves
+    /// ([`crate::cluster::relay`]). Nothing in memory.
+    pub fn relay_through(&self, relay: crate::cluster::relay::Relay) {
+        if let Self::Redis(r) = self {
+            r.relay_through(relay);
         }
     }
 

@@ -502,6 +502,13 @@ impl Effects for Step {
             t.here_only(users);
         }
     }
+
+    fn emits(&self) -> &[Emit] {
+        match self {
+            Self::Done(t) => t.emits(),
+            Self::CheckMembership(..) => &[],
+        }
+    }
 }
 
 /// The call control as one transition. An accept of a group call whose

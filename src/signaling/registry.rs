@@ -319,6 +319,21 @@ fn ended(call: &Call, reason: Reason) -> Body {
     )
 }
 
+/// What withdraws a call that was announced and then undone (its commit's
+/// answer was lost, see [`crate::cluster::call_state`]): `videoCallEnded`
+/// (`cancelled`) to each user it rang. Empty when `record` is not a call.
+pub fn withdrawal(record: &str) -> Vec<(UserId, Body)> {
+    let Ok(call) = serde_json::from_str::<Call>(record) else {
+        return Vec::new();
+    };
+    let rung: Vec<UserId> = match &call.target {
+        CallTarget::Direct { callee } => vec![callee.id.clone()],
+        CallTarget::Group { invitees, .. } => invitees.keys().cloned().collect(),
+    };
+    let body = ended(&call, Reason::Cancelled);
+    rung.into_iter().map(|u| (u, body.clone())).collect()
+}
+
 /// `videoCallRinging` to the initiating socket, when it asked for no ack (the
 /// seed's frontend): otherwise the ack already carries the same record.
 fn ringing(to: Option<Sid>, record: &Body) -> Option<Emit> {

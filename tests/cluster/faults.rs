@@ -586,7 +586,7 @@ enum NoAnswer {
 
 #[tokio::test]
 #[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
-async fn redis_a_commit_answered_too_late_is_undone_and_nobody_hears_of_it() {
+async fn redis_a_commit_answered_too_late_never_applies_and_nobody_hears_of_it() {
     // Held 800 ms, past node b's 300 ms command timeout; its lease
     // (node_timeout_ms 1.5 s) outlasts the hold.
     a_commit_without_its_answer_is_undone(NoAnswer::Late(Duration::from_millis(800))).await;
@@ -594,7 +594,7 @@ async fn redis_a_commit_answered_too_late_is_undone_and_nobody_hears_of_it() {
 
 #[tokio::test]
 #[ignore = "needs Redis: set CALLGATE_TEST_REDIS_URL and run with --include-ignored"]
-async fn redis_a_commit_whose_answer_was_lost_with_the_link_is_undone_after_the_reconnect() {
+async fn redis_a_commit_whose_answer_was_lost_with_the_link_is_undone_and_withdrawn() {
     // The undo goes over the connection node b makes again.
     a_commit_without_its_answer_is_undone(NoAnswer::LinkLost).await;
 }
@@ -657,31 +657,45 @@ async fn a_commit_without_its_answer_is_undone(fault: NoAnswer) {
         );
     }
 
-    // Node b undoes the commit once Redis has run it (a late commit: the undo
-    // queues behind it on the same connection; a lost link: once node b has
-    // reconnected).
+    // Node b settles the commit once Redis has it. A late commit: Redis runs
+    // it past its deadline, so it refuses and never applies (the undo,
+    // queued behind it on the same connection, finds nothing). A lost link:
+    // it had applied, and node b undoes it once it has reconnected.
+    let settled = match fault {
+        NoAnswer::Late(_) => "had not applied: refused for good",
+        NoAnswer::LinkLost => "had applied: undone",
+    };
     eventually(
         Duration::from_secs(20),
-        "node b undoes the late commit",
+        "node b settles the commit whose answer it lost",
         || {
-            let undone = cluster
-                .node(1)
-                .logs()
-                .iter()
-                .any(|l| l.contains("had applied: undone"));
-            async move { undone }
+            let done = cluster.node(1).logs().iter().any(|l| l.contains(settled));
+            async move { done }
         },
     )
     .await;
 
     // Past the ring timeout the commit would have set (and a few timer
-    // polls): Bob never heard of the call, rung or missed; Alice heard only
-    // that her call failed (`videoCallFailed`, besides the ack), never that
-    // it ended.
+    // polls). A late commit was refused by its deadline: Bob never heard of
+    // the call, rung or missed. A commit whose answer was lost with the link
+    // had applied, and published Bob's `incomingVideoCall` itself: Bob heard
+    // the call, then, once node b undid it, that it was cancelled, and
+    // nothing else. Alice heard only that her call failed
+    // (`videoCallFailed`, besides the ack), never that it ended.
     let quiet_until = asked + Duration::from_secs(RING_TIMEOUT_SECS + 2);
     tokio::time::sleep_until(quiet_until.into()).await;
     let got = bob.drain().await;
-    assert!(got.is_empty(), "Bob, after the undone call: {got:?}");
+    match fault {
+        NoAnswer::Late(_) => assert!(got.is_empty(), "Bob, after the refused call: {got:?}"),
+        NoAnswer::LinkLost => match got.as_slice() {
+            [(rung, call), (ended, over)]
+                if rung == "incomingVideoCall"
+                    && ended == "videoCallEnded"
+                    && over["callId"] == call["callId"]
+                    && over["reason"] == "cancelled" => {}
+            _ => panic!("Bob, after the undone call: {got:?}"),
+        },
+    }
     let got = alice.drain().await;
     assert!(
         got.len() <= 1
@@ -764,6 +778,20 @@ async fn redis_a_retry_on_the_node_whose_commit_lost_its_answer_never_builds_on_
         assert!(Instant::now() < deadline, "no retry went through");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // The lost commit had applied and published Bob's `incomingVideoCall`
+    // itself. Node b's undo, run before the retry, withdrew it
+    // (`cancelled`); then the retry rang, a call of its own.
+    let first = bob.next("incomingVideoCall").await;
+    assert_ne!(
+        first["callId"],
+        call_id.as_str(),
+        "the undone call rang first"
+    );
+    let withdrawn = bob.next("videoCallEnded").await;
+    assert_eq!(
+        (&withdrawn["callId"], withdrawn["reason"].as_str()),
+        (&first["callId"], Some("cancelled"))
+    );
     assert_eq!(
         bob.next("incomingVideoCall").await["callId"],
         call_id.as_str()
