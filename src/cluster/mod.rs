@@ -10,7 +10,7 @@
 //! [`ClusterError::Unavailable`] within that bound, never a hang.
 //!
 //! Keys are `{key_prefix}:{…}` ([`Redis::key`]); which component owns which
-//! keys is listed in `docs/cluster.md`.
+//! keys is listed in the README ("Running several nodes", "Redis").
 
 pub mod admission;
 pub mod call_state;
