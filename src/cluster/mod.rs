@@ -102,7 +102,8 @@ impl fmt::Debug for Redis {
     }
 }
 
-fn unix_ms() -> i64 {
+/// Now, in Unix ms on this node's clock.
+pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -184,7 +185,9 @@ impl Redis {
 
     /// Measures Redis's clock against this node's (`TIME`, halfway through
     /// the round trip), for [`Redis::deadline_ms`]. Run at start and on
-    /// every heartbeat; an unanswered one keeps the last offset.
+    /// every heartbeat; an unanswered one keeps the last offset, and so does
+    /// one whose round trip took over a quarter of the command timeout (its
+    /// error, up to half the round trip, would eat the deadline's margin).
     pub async fn sync_clock(&self) {
         let before = unix_ms();
         let time = fred::types::CustomCommand::new_static(
@@ -194,9 +197,13 @@ impl Redis {
         );
         let time: Result<Vec<String>, _> = self.client.custom(time, Vec::<String>::new()).await;
         let after = unix_ms();
+        let slow = i64::try_from((self.timeout / 4).as_millis()).unwrap_or(i64::MAX);
         let Ok([secs, micros]) = time.as_deref() else {
             return;
         };
+        if after - before > slow {
+            return;
+        }
         let (Ok(secs), Ok(micros)) = (secs.parse::<i64>(), micros.parse::<i64>()) else {
             return;
         };

@@ -573,7 +573,6 @@ impl Nodes {
             }
             return;
         }
-        self.redis.sync_clock().await;
         if !self.fenced.load(Ordering::Acquire) {
             match self.renew().await {
                 Ok(true) => {}
@@ -584,6 +583,8 @@ impl Nodes {
                 Err(_) => {}
             }
         }
+        // After the renewal, which a slow clock sample must not delay.
+        self.redis.sync_clock().await;
         if self.fenced.load(Ordering::Acquire) {
             match self.rejoin().await {
                 Ok(Joined::Yes) => {}
